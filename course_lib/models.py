@@ -1,0 +1,97 @@
+"""Small models sized for a laptop CPU.
+
+Every builder returns an ``nn.Sequential`` made only of ``Flatten``, ``Linear``,
+``Conv2d`` and ``ReLU``, so interval bound propagation (lecture 4) can walk it
+layer by layer. Inputs are images (N, C, H, W) in [0, 1]; outputs are logits (N, K).
+
+========== ============ ==========================================================
+input      example      CNN (``cnn``)
+========== ============ ==========================================================
+(1, 8, 8)  digits       conv 16@3x3 -> conv 32@4x4/2 -> fc 100 -> fc K
+(1, 28, 28) mnist5k     conv 16@4x4/2 -> conv 32@4x4/2 -> fc 100 -> fc K
+(3, 32, 32) cifar10     same as 28x28 (the "small" model of Wong and Kolter 2018)
+========== ============ ==========================================================
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+
+def _check_shape(input_shape: Sequence[int]) -> tuple[int, int, int]:
+    shape = tuple(input_shape)
+    if len(shape) != 3 or not all(isinstance(s, int) and s > 0 for s in shape):
+        raise ValueError(f"input_shape must be (C, H, W) of positive integers, got {input_shape!r}")
+    return shape  # type: ignore[return-value]
+
+
+def _check_classes(num_classes: int) -> None:
+    if not isinstance(num_classes, int) or num_classes < 2:
+        raise ValueError(f"num_classes must be an integer >= 2, got {num_classes!r}")
+
+
+def linear(input_shape: Sequence[int], num_classes: int = 10) -> nn.Sequential:
+    """Multinomial logistic regression: ``Flatten`` then one ``Linear``."""
+    c, h, w = _check_shape(input_shape)
+    _check_classes(num_classes)
+    return nn.Sequential(nn.Flatten(), nn.Linear(c * h * w, num_classes))
+
+
+def mlp(input_shape: Sequence[int], num_classes: int = 10,
+        hidden: Sequence[int] = (100,)) -> nn.Sequential:
+    """A fully connected ReLU network.
+
+    Args:
+        input_shape: (C, H, W) of one image.
+        num_classes: K, the number of logits (>= 2).
+        hidden: widths of the hidden layers; ``()`` gives logistic regression.
+
+    Returns:
+        ``nn.Sequential(Flatten, Linear, ReLU, ..., Linear)`` mapping (N, C, H, W) to (N, K).
+    """
+    c, h, w = _check_shape(input_shape)
+    _check_classes(num_classes)
+    if not all(isinstance(k, int) and k > 0 for k in hidden):
+        raise ValueError(f"hidden must hold positive integer widths, got {hidden!r}")
+    layers: list[nn.Module] = [nn.Flatten()]
+    width = c * h * w
+    for k in hidden:
+        layers += [nn.Linear(width, k), nn.ReLU()]
+        width = k
+    layers.append(nn.Linear(width, num_classes))
+    return nn.Sequential(*layers)
+
+
+def cnn(input_shape: Sequence[int], num_classes: int = 10) -> nn.Sequential:
+    """A two-convolution ReLU network (see the module table).
+
+    Args:
+        input_shape: (C, H, W); H and W at least 8.
+        num_classes: K, the number of logits (>= 2).
+
+    Returns:
+        ``nn.Sequential`` of Conv2d/ReLU/Flatten/Linear mapping (N, C, H, W) to (N, K).
+    """
+    c, h, w = _check_shape(input_shape)
+    _check_classes(num_classes)
+    if min(h, w) < 8:
+        raise ValueError(f"cnn needs images of at least 8x8, got input_shape={tuple(input_shape)}")
+    if max(h, w) <= 16:  # small images: keep resolution in the first layer
+        convs = [nn.Conv2d(c, 16, 3, stride=1, padding=1), nn.ReLU(),
+                 nn.Conv2d(16, 32, 4, stride=2, padding=1), nn.ReLU()]
+    else:
+        convs = [nn.Conv2d(c, 16, 4, stride=2, padding=1), nn.ReLU(),
+                 nn.Conv2d(16, 32, 4, stride=2, padding=1), nn.ReLU()]
+    with torch.no_grad():
+        features = math.prod(nn.Sequential(*convs)(torch.zeros(1, c, h, w)).shape[1:])
+    return nn.Sequential(*convs, nn.Flatten(), nn.Linear(features, 100), nn.ReLU(),
+                         nn.Linear(100, num_classes))
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Number of trainable scalars in ``model``."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)

@@ -1,0 +1,177 @@
+"""Training and evaluation loops shared by every lecture.
+
+``train`` minimizes the mean of a *batch loss* over a data loader. The batch loss
+is where the lectures differ: standard training uses :func:`cross_entropy_loss`;
+adversarial, noise-augmented and IBP training plug in their own objective with
+the same signature ``batch_loss(model, x, y) -> (loss, logits)``.
+
+History: ``train`` returns a dict of per-epoch lists, ready for ``plt.plot``:
+``loss`` and ``accuracy`` (running averages over the epoch's training batches),
+and ``val_loss``/``val_accuracy`` when a ``val_loader`` is given (model in eval mode).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+BatchLoss = Callable[[nn.Module, Tensor, Tensor], "tuple[Tensor, Tensor]"]
+"""``batch_loss(model, x, y) -> (loss, logits)``: a scalar loss to minimize and the
+(N, K) logits used to count correct predictions."""
+
+
+def cross_entropy_loss(model: nn.Module, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+    """Standard training: mean cross-entropy of the model's logits on clean inputs."""
+    logits = model(x)
+    return F.cross_entropy(logits, y), logits
+
+
+def _model_device(model: nn.Module) -> torch.device:
+    param = next(model.parameters(), None)
+    return param.device if param is not None else torch.device("cpu")
+
+
+def _check_batch(x: Tensor, y: Tensor) -> None:
+    if not isinstance(x, Tensor) or not isinstance(y, Tensor):
+        raise TypeError(f"a batch must be a pair of tensors (x, y), got {type(x).__name__}, {type(y).__name__}")
+    if y.ndim != 1 or y.shape[0] != x.shape[0]:
+        raise ValueError(f"labels y must have shape ({x.shape[0]},) to match x {tuple(x.shape)}, got {tuple(y.shape)}")
+    if y.dtype != torch.int64:
+        raise ValueError(f"labels y must be int64 class indices, got dtype {y.dtype}")
+
+
+def _forward(batch_loss: BatchLoss, model: nn.Module, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+    try:
+        return batch_loss(model, x, y)
+    except RuntimeError as err:
+        if any(word in str(err) for word in ("shape", "size", "dimension")):
+            raise ValueError(f"the model cannot take a batch x of shape {tuple(x.shape)}: {err}") from err
+        raise
+
+
+def _run_epoch(model: nn.Module, loader: Iterable, batch_loss: BatchLoss, device: torch.device,
+               optimizer: torch.optim.Optimizer | None, bar) -> tuple[float, float]:
+    total_loss, correct, seen = 0.0, 0, 0
+    for x, y in loader:
+        _check_batch(x, y)
+        x, y = x.to(device), y.to(device)
+        with torch.set_grad_enabled(optimizer is not None):
+            loss, logits = _forward(batch_loss, model, x, y)
+        if optimizer is not None:
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+        n = y.shape[0]
+        total_loss += loss.item() * n
+        correct += (logits.argmax(1) == y).sum().item()
+        seen += n
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(loss=f"{total_loss / seen:.3f}", acc=f"{correct / seen:.3f}", refresh=False)
+    if seen == 0:
+        raise ValueError("the data loader yielded no examples (empty data)")
+    return total_loss / seen, correct / seen
+
+
+def evaluate(model: nn.Module, loader: Iterable, *, batch_loss: BatchLoss = cross_entropy_loss,
+             device: torch.device | str | None = None, progress: bool = False) -> dict[str, float]:
+    """Mean loss and accuracy of ``model`` over ``loader``, in eval mode, without gradients.
+
+    Args:
+        model: maps x (N, ...) to logits (N, K).
+        loader: yields batches ``(x, y)``; y int64 (N,).
+        batch_loss: the objective; default clean cross-entropy. It runs under
+            ``torch.no_grad()``: one that needs input gradients (an attack) enables
+            them itself with ``torch.enable_grad()``.
+        device: where to compute; default the model's device.
+        progress: show a tqdm bar.
+
+    Returns:
+        ``{"loss": float, "accuracy": float in [0, 1]}``; the model's train/eval mode is restored.
+
+    Raises:
+        ValueError: if the loader is empty or a batch is malformed.
+    """
+    device = torch.device(device) if device is not None else _model_device(model)
+    was_training = model.training
+    model.eval()
+    try:
+        bar = tqdm(total=_len_or_none(loader), desc="evaluate", leave=False) if progress else None
+        loss, acc = _run_epoch(model, loader, batch_loss, device, None, bar)
+        if bar is not None:
+            bar.close()
+    finally:
+        model.train(was_training)
+    return {"loss": loss, "accuracy": acc}
+
+
+def _len_or_none(loader: Iterable) -> int | None:
+    try:
+        return len(loader)  # type: ignore[arg-type]
+    except TypeError:
+        return None
+
+
+def train(model: nn.Module, loader: Iterable, *, epochs: int = 1,
+          optimizer: torch.optim.Optimizer | None = None, lr: float = 1e-3,
+          batch_loss: BatchLoss = cross_entropy_loss, val_loader: Iterable | None = None,
+          device: torch.device | str | None = None, progress: bool = True,
+          desc: str = "train") -> dict[str, list[float]]:
+    """Train ``model`` in place for ``epochs`` passes over ``loader``.
+
+    Args:
+        model: maps x (N, ...) to logits (N, K); moved to ``device`` if one is given.
+        loader: yields training batches ``(x, y)``; y int64 (N,).
+        epochs: number of passes, >= 1.
+        optimizer: any ``torch.optim.Optimizer`` over the model's parameters (e.g.
+            ``course_lib.optim.SGD``); default Adam with learning rate ``lr``.
+        lr: learning rate of the default optimizer, > 0 (ignored when ``optimizer`` is given).
+        batch_loss: the objective per batch, ``(model, x, y) -> (loss, logits)``.
+        val_loader: optional held-out batches, evaluated after each epoch.
+        device: where to train; default the model's current device.
+        progress: show a tqdm progress bar (one bar for the whole run).
+        desc: the progress bar's label.
+
+    Returns:
+        History: ``{"loss": [...], "accuracy": [...]}`` per epoch, plus ``val_loss`` and
+        ``val_accuracy`` with a ``val_loader``. A diverging run records inf/nan losses.
+
+    Raises:
+        ValueError: for ``epochs < 1``, ``lr <= 0``, an empty loader or malformed batches.
+    """
+    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
+        raise ValueError(f"epochs must be an integer >= 1, got {epochs!r}")
+    if optimizer is None:
+        if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not lr > 0:
+            raise ValueError(f"lr must be a number > 0, got {lr!r}")
+    elif not isinstance(optimizer, torch.optim.Optimizer):
+        raise TypeError(f"optimizer must be a torch.optim.Optimizer, got {type(optimizer).__name__}")
+    if device is not None:
+        model.to(device)
+    device = _model_device(model)
+    if optimizer is None:
+        optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    history: dict[str, list[float]] = {"loss": [], "accuracy": []}
+    if val_loader is not None:
+        history.update(val_loss=[], val_accuracy=[])
+    per_epoch = _len_or_none(loader)
+    bar = tqdm(total=None if per_epoch is None else per_epoch * epochs, desc=desc,
+               disable=not progress)
+    model.train()
+    try:
+        for _ in range(epochs):
+            loss, acc = _run_epoch(model, loader, batch_loss, device, optimizer, bar)
+            history["loss"].append(loss)
+            history["accuracy"].append(acc)
+            if val_loader is not None:
+                val = evaluate(model, val_loader, batch_loss=batch_loss, device=device)
+                history["val_loss"].append(val["loss"])
+                history["val_accuracy"].append(val["accuracy"])
+                model.train()
+    finally:
+        bar.close()
+    return history

@@ -1,0 +1,43 @@
+import pytest
+import torch
+from torch import nn
+
+from course_lib import models
+
+pytestmark = pytest.mark.models
+
+IBP_LAYERS = (nn.Linear, nn.Conv2d, nn.ReLU, nn.Flatten)
+
+
+@pytest.mark.parametrize("shape", [(1, 8, 8), (1, 28, 28), (3, 32, 32)])
+@pytest.mark.parametrize("build", [models.linear, models.mlp, models.cnn])
+def test_builders_map_images_to_logits(build, shape):
+    model = build(shape, 10)
+    out = model(torch.rand(5, *shape))
+    assert out.shape == (5, 10)
+    # only layers that interval bound propagation (lecture 4) knows
+    assert isinstance(model, nn.Sequential)
+    assert all(isinstance(layer, IBP_LAYERS) for layer in model)
+
+
+def test_sizes_are_cpu_friendly():
+    assert models.count_parameters(models.cnn((1, 28, 28))) < 200_000
+    assert models.count_parameters(models.cnn((1, 8, 8))) < 100_000
+    assert models.count_parameters(models.mlp((1, 8, 8), hidden=())) == 64 * 10 + 10
+
+
+def test_mlp_hidden_widths():
+    model = models.mlp((1, 8, 8), 3, hidden=(7, 5))
+    linears = [m for m in model if isinstance(m, nn.Linear)]
+    assert [(m.in_features, m.out_features) for m in linears] == [(64, 7), (7, 5), (5, 3)]
+
+
+def test_bad_input():
+    with pytest.raises(ValueError, match="input_shape"):
+        models.mlp((28, 28))
+    with pytest.raises(ValueError, match="num_classes"):
+        models.cnn((1, 28, 28), 1)
+    with pytest.raises(ValueError, match="hidden"):
+        models.mlp((1, 8, 8), hidden=(0,))
+    with pytest.raises(ValueError, match="8x8"):
+        models.cnn((1, 4, 4))

@@ -1,0 +1,107 @@
+import pytest
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from course_lib import models, optim, train
+
+pytestmark = pytest.mark.train
+
+
+def _blobs(n=200, seed=0):
+    """Two well separated Gaussian blobs as 1x2x2 'images' in [0, 1]."""
+    gen = torch.Generator().manual_seed(seed)
+    y = torch.randint(0, 2, (n,), generator=gen)
+    centres = torch.tensor([[0.25] * 4, [0.75] * 4])
+    x = (centres[y] + 0.05 * torch.randn(n, 4, generator=gen)).clamp(0, 1).reshape(n, 1, 2, 2)
+    return TensorDataset(x, y)
+
+
+def test_train_learns_and_returns_history():
+    torch.manual_seed(0)
+    ds = _blobs()
+    model = models.mlp((1, 2, 2), 2, hidden=(8,))
+    hist = train.train(model, DataLoader(ds, batch_size=32, shuffle=True), epochs=5, lr=0.05,
+                       val_loader=DataLoader(ds, batch_size=64), progress=False)
+    assert set(hist) == {"loss", "accuracy", "val_loss", "val_accuracy"}
+    assert all(len(v) == 5 for v in hist.values())
+    assert hist["loss"][-1] < hist["loss"][0]
+    assert hist["val_accuracy"][-1] > 0.95
+    # the history's validation numbers are what evaluate reports
+    final = train.evaluate(model, DataLoader(ds, batch_size=64))
+    assert final["accuracy"] == pytest.approx(hist["val_accuracy"][-1])
+    assert final["loss"] == pytest.approx(hist["val_loss"][-1], rel=1e-5)
+
+
+def test_evaluate_matches_a_direct_computation_and_keeps_mode():
+    torch.manual_seed(1)
+    ds = _blobs(50)
+    model = models.mlp((1, 2, 2), 2)
+    model.train()
+    res = train.evaluate(model, DataLoader(ds, batch_size=7))
+    x, y = ds.tensors
+    with torch.no_grad():
+        logits = model(x)
+    assert res["loss"] == pytest.approx(nn.functional.cross_entropy(logits, y).item(), rel=1e-5)
+    assert res["accuracy"] == pytest.approx((logits.argmax(1) == y).float().mean().item())
+    assert model.training  # mode restored
+
+
+def test_train_with_our_sgd_equals_full_batch_gd_by_hand():
+    """One epoch with one full batch is one GD step: check against a manual update."""
+    torch.manual_seed(2)
+    ds = _blobs(40)
+    model = models.mlp((1, 2, 2), 2, hidden=())
+    x, y = ds.tensors
+    w, b = model[1].weight.detach().clone(), model[1].bias.detach().clone()
+    w_ = w.clone().requires_grad_(True)
+    b_ = b.clone().requires_grad_(True)
+    loss = nn.functional.cross_entropy(x.flatten(1) @ w_.T + b_, y)
+    gw, gb = torch.autograd.grad(loss, (w_, b_))
+    train.train(model, DataLoader(ds, batch_size=40), epochs=1,
+                optimizer=optim.SGD(model.parameters(), lr=0.5), progress=False)
+    torch.testing.assert_close(model[1].weight.detach(), w - 0.5 * gw)
+    torch.testing.assert_close(model[1].bias.detach(), b - 0.5 * gb)
+
+
+def test_custom_batch_loss_is_used():
+    calls = []
+
+    def loss_fn(model, x, y):
+        calls.append(x.shape[0])
+        return train.cross_entropy_loss(model, x, y)
+
+    model = models.mlp((1, 2, 2), 2)
+    train.train(model, DataLoader(_blobs(30), batch_size=10), epochs=2, batch_loss=loss_fn, progress=False)
+    assert calls == [10, 10, 10] * 2
+
+
+def test_diverging_run_is_recorded_not_hidden():
+    torch.manual_seed(0)
+    model = models.mlp((1, 2, 2), 2)
+    hist = train.train(model, DataLoader(_blobs(), batch_size=200), epochs=3,
+                       optimizer=optim.SGD(model.parameters(), lr=1e4), progress=False)
+    assert len(hist["loss"]) == 3
+    assert hist["loss"][-1] > 10 * hist["loss"][0] or not torch.isfinite(torch.tensor(hist["loss"][-1]))
+
+
+def test_bad_input():
+    model = models.mlp((1, 2, 2), 2)
+    loader = DataLoader(_blobs(10), batch_size=5)
+    with pytest.raises(ValueError, match="epochs"):
+        train.train(model, loader, epochs=0, progress=False)
+    with pytest.raises(ValueError, match="lr"):
+        train.train(model, loader, lr=-1.0, progress=False)
+    with pytest.raises(ValueError, match="empty"):
+        train.train(model, DataLoader(TensorDataset(torch.zeros(0, 1, 2, 2), torch.zeros(0, dtype=torch.long))),
+                    progress=False)
+    with pytest.raises(ValueError, match="empty"):
+        train.evaluate(model, [])
+    with pytest.raises(ValueError, match="labels y"):
+        train.evaluate(model, [(torch.zeros(4, 1, 2, 2), torch.zeros(3, dtype=torch.long))])
+    with pytest.raises(ValueError, match="int64"):
+        train.evaluate(model, [(torch.zeros(4, 1, 2, 2), torch.zeros(4))])
+    with pytest.raises(TypeError, match="optimizer"):
+        train.train(model, loader, optimizer="sgd", progress=False)
+    with pytest.raises(ValueError, match=r"batch x of shape \(4, 1, 3, 3\)"):
+        train.evaluate(model, [(torch.zeros(4, 1, 3, 3), torch.zeros(4, dtype=torch.long))])

@@ -14,3 +14,12 @@ c.CourseDirectory.db_url = "sqlite:///gradebook.db"
 # What replaces a solution region in the release: the student's copy fails until edited.
 c.ClearSolutions.code_stub = {"python": "# YOUR CODE HERE\nraise NotImplementedError()"}
 c.ClearSolutions.text_stub = "YOUR ANSWER HERE"
+
+# Feedback shows each test cell and its score, but not the code of hidden tests
+# (nor tracebacks that would quote it), so hidden tests can be used again next year.
+c.GenerateFeedback.preprocessors = [
+    "nbgrader.preprocessors.GetGrades",
+    "course_lib.feedback.HideHiddenTestTracebacks",
+    "nbgrader.preprocessors.ClearHiddenTests",
+    "nbconvert.preprocessors.CSSHTMLHeaderPreprocessor",
+]

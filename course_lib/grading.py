@@ -95,6 +95,17 @@ def _failure_reason(log: str, cell_timeout: int) -> str:
     return "autograding failed (nbgrader could not execute the notebook)"
 
 
+def _timed_out_cells(folder: Path) -> list[str]:
+    """Names of the cells (grade_id, else "#index") of the executed notebooks that hit the timeout."""
+    names = []
+    for path in sorted(folder.glob("*.ipynb")):
+        nb = nbformat.read(path, as_version=4)
+        for i, c in enumerate(nb.cells):
+            if any(o.get("ename") == "CellTimeoutError" for o in c.get("outputs", [])):
+                names.append(c.metadata.get("nbgrader", {}).get("grade_id") or f"#{i + 1}")
+    return names
+
+
 def _scores(db: Path, assignment: str, student: str) -> tuple[float, float, float]:
     """(autograded score, max score, points awaiting manual grading) from the gradebook."""
     from nbgrader.api import Gradebook
@@ -199,8 +210,12 @@ def _grade_one(course: Path, db: Path, folder: Path, student: str, assignment: s
     feedback = nbgrader(["generate_feedback", assignment, f"--student={student}", "--force"], course,
                         source="source", release="release", db=db)
     reasons = []
+    timed_out = _timed_out_cells(course / "autograded" / student / assignment)
+    if timed_out:
+        reasons.append(f"timed out after {cell_timeout} s in cell {', '.join(timed_out)} (later cells still ran)")
     if pending:
-        reasons.append(f"{_fmt(pending)} points of written answers await manual grading")
+        unit = "point" if pending == 1 else "points"
+        reasons.append(f"{_fmt(pending)} {unit} of written answers await manual grading")
     made = course / "feedback" / student / assignment
     if feedback.returncode == 0 and made.is_dir():
         dest = out / "feedback" / student / assignment
@@ -219,12 +234,14 @@ def main(argv: list[str] | None = None) -> int:
                         help="folder of <student>/<assignment>/<notebook>.ipynb")
     parser.add_argument("--assignment", required=True, help="assignment name (a folder of solutions/)")
     parser.add_argument("--out", required=True, type=Path, help="output folder")
+    parser.add_argument("--source", type=Path, default=REPO / SOURCE_DIR,
+                        help="folder of nbgrader source assignments (default: solutions/)")
     parser.add_argument("--cell-timeout", type=int, default=DEFAULT_CELL_TIMEOUT,
                         help=f"seconds one cell may run (default {DEFAULT_CELL_TIMEOUT})")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     args = parser.parse_args(argv)
     try:
-        rows = grade_submissions(args.submissions, args.assignment, args.out,
+        rows = grade_submissions(args.submissions, args.assignment, args.out, source_root=args.source,
                                  cell_timeout=args.cell_timeout, progress=not args.no_progress)
     except (ValueError, RuntimeError) as err:
         print(f"error: {err}", file=sys.stderr)

@@ -9,6 +9,7 @@ after editing a solution; ``tests/test_release.py`` fails while the two disagree
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import subprocess
 import sys
@@ -44,7 +45,19 @@ def nbgrader(args: list[str], course_root: Path, *, source: str = SOURCE_DIR,
            f"--CourseDirectory.release_directory={release}",
            f"--CourseDirectory.db_url=sqlite:///{db}",
            "--CourseDirectory.course_id=robust-ml"]
-    return subprocess.run(cmd, cwd=course_root, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(cmd, cwd=course_root, capture_output=True, text=True, timeout=timeout,
+                          env=venv_environment())
+
+
+def venv_environment() -> dict[str, str]:
+    """This process's environment with its interpreter's ``bin/`` first on PATH.
+
+    nbgrader runs helper programs (``alembic``) by name, so they must be found in
+    the same virtual environment even when it is not activated.
+    """
+    env = dict(os.environ)
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    return env
 
 
 def generate_release(assignment: str, out_root: Path, *, source_root: Path = REPO / SOURCE_DIR) -> Path:

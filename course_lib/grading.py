@@ -33,6 +33,7 @@ import csv
 import json
 import re
 import shutil
+import subprocess
 import sys
 import tempfile
 from dataclasses import dataclass
@@ -41,7 +42,7 @@ from pathlib import Path
 import nbformat
 from tqdm.auto import tqdm
 
-from course_lib.release import REPO, SOURCE_DIR, list_assignments, nbgrader
+from course_lib.release import REPO, SOURCE_DIR, list_assignments, nbgrader, venv_environment
 
 CSV_COLUMNS = ("student", "assignment", "score", "max_score", "status", "reason")
 DEFAULT_CELL_TIMEOUT = 60
@@ -165,15 +166,8 @@ def grade_submissions(submissions: Path, assignment: str, out: Path, *,
         if done.returncode != 0:
             raise RuntimeError(f"could not release {assignment} for grading:\n{done.stdout}{done.stderr}")
         max_score = _max_score(db, assignment)
-        bar = tqdm(students, desc=f"grading {assignment}", unit="student", disable=not progress)
-        failed = 0
-        for student in bar:
-            row = _grade_one(course, db, submissions / student, student, assignment, expected,
-                             max_score, cell_timeout, out)
-            failed += row.status != "graded"
-            rows.append(row)
-            bar.set_postfix(failed=failed, refresh=False)
-        bar.close()
+        rows = _grade_all(course, db, submissions, students, assignment, expected, max_score,
+                          cell_timeout, out, progress)
         shutil.copy(db, out / "gradebook.db")
     with open(out / "grades.csv", "w", newline="", encoding="utf-8") as f:
         writer = csv.DictWriter(f, fieldnames=CSV_COLUMNS)
@@ -182,33 +176,83 @@ def grade_submissions(submissions: Path, assignment: str, out: Path, *,
     return rows
 
 
-def _grade_one(course: Path, db: Path, folder: Path, student: str, assignment: str,
-               expected: list[str], max_score: float, cell_timeout: int, out: Path) -> GradeRow:
-    def failed(reason: str) -> GradeRow:
-        return GradeRow(student, assignment, 0.0, max_score, "failed", reason)
-
+def _precheck(folder: Path, student: str, assignment: str, expected: list[str]) -> str | None:
+    """Why a student's folder cannot be graded (one line), or None when it can."""
     if not STUDENT_ID.match(student):
-        return failed("student folder name must be letters, digits, '.', '_', '@' or '-'")
+        return "student folder name must be letters, digits, '.', '_', '@' or '-'"
     work = folder / assignment
     if not work.is_dir():
-        return failed(f"no folder {assignment}/ inside the student's folder")
+        return f"no folder {assignment}/ inside the student's folder"
     for name in expected:
         if not (work / name).is_file():
-            return failed(f"notebook {name} is missing")
+            return f"notebook {name} is missing"
         reason = _check_notebook(work / name)
         if reason:
-            return failed(reason)
-    target = course / "submitted" / student / assignment
-    shutil.copytree(work, target, ignore=shutil.ignore_patterns(".ipynb_checkpoints"))
-    done = nbgrader(["autograde", assignment, f"--student={student}", "--force",
-                     f"--Execute.timeout={cell_timeout}"], course,
-                    source="source", release="release", db=db)
-    log = done.stdout + done.stderr
-    if done.returncode != 0 or not (course / "autograded" / student / assignment).is_dir():
-        return failed(_failure_reason(log, cell_timeout))
+            return reason
+    return None
+
+
+def _run_worker(course: Path, assignment: str, cell_timeout: int, students: list[str]):
+    """Yield each student's result line from autograde workers, in order.
+
+    If a worker dies, the student it was grading is reported as failed and a new
+    worker takes the rest, so one submission can never cost another its grade.
+    """
+    pending = list(students)
+    while pending:
+        proc = subprocess.Popen([sys.executable, "-m", "course_lib.autograde_worker", str(course),
+                                 assignment, str(cell_timeout), *pending],
+                                cwd=course, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                text=True, env=venv_environment())
+        for line in proc.stdout:
+            try:
+                result = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # stray output, not a result line
+            if result.get("student") == pending[0]:
+                pending.pop(0)
+                yield result
+        proc.wait()
+        if pending:
+            yield {"student": pending.pop(0), "success": False, "feedback": False,
+                   "log": "the grading worker crashed"}
+
+
+def _grade_all(course: Path, db: Path, submissions: Path, students: list[str], assignment: str,
+               expected: list[str], max_score: float, cell_timeout: int, out: Path,
+               progress: bool) -> list[GradeRow]:
+    rows: dict[str, GradeRow] = {}
+    runnable = []
+    for student in students:
+        reason = _precheck(submissions / student, student, assignment, expected)
+        if reason:
+            rows[student] = GradeRow(student, assignment, 0.0, max_score, "failed", reason)
+        else:
+            shutil.copytree(submissions / student / assignment, course / "submitted" / student / assignment,
+                            ignore=shutil.ignore_patterns(".ipynb_checkpoints"))
+            runnable.append(student)
+    bar = tqdm(total=len(students), desc=f"grading {assignment}", unit="student", disable=not progress)
+    bar.update(len(students) - len(runnable))
+    failed = len(rows)
+    bar.set_postfix(failed=failed, refresh=False)
+    for result in _run_worker(course, assignment, cell_timeout, runnable):
+        row = _record(course, db, result, assignment, max_score, cell_timeout, out)
+        rows[row.student] = row
+        failed += row.status != "graded"
+        bar.update(1)
+        bar.set_postfix(failed=failed, refresh=False)
+    bar.close()
+    return [rows[s] for s in students]
+
+
+def _record(course: Path, db: Path, result: dict, assignment: str, max_score: float,
+            cell_timeout: int, out: Path) -> GradeRow:
+    """Turn one worker result into a row, and copy the student's feedback to ``out``."""
+    student = result["student"]
+    if not result["success"] or not (course / "autograded" / student / assignment).is_dir():
+        return GradeRow(student, assignment, 0.0, max_score, "failed",
+                        _failure_reason(result.get("log", ""), cell_timeout))
     score, total, pending = _scores(db, assignment, student)
-    feedback = nbgrader(["generate_feedback", assignment, f"--student={student}", "--force"], course,
-                        source="source", release="release", db=db)
     reasons = []
     timed_out = _timed_out_cells(course / "autograded" / student / assignment)
     if timed_out:
@@ -217,7 +261,7 @@ def _grade_one(course: Path, db: Path, folder: Path, student: str, assignment: s
         unit = "point" if pending == 1 else "points"
         reasons.append(f"{_fmt(pending)} {unit} of written answers await manual grading")
     made = course / "feedback" / student / assignment
-    if feedback.returncode == 0 and made.is_dir():
+    if result["feedback"] and made.is_dir():
         dest = out / "feedback" / student / assignment
         if dest.exists():
             shutil.rmtree(dest)

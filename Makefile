@@ -13,10 +13,13 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PORT ?= 8888
+LAB_ARGS ?=
 SUBMISSIONS ?=
 ASSIGNMENT ?=
 OUT ?= grading_out
 PYTEST_ARGS ?=
+# Jupyter refuses to run as root unless told (containers, CI); a normal user gets nothing extra
+ALLOW_ROOT := $(if $(filter 0,$(shell id -u)),--allow-root)
 # the venv's programs (jupyter, nbgrader, alembic) first, without activating it
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
@@ -34,7 +37,7 @@ $(STAMP): pyproject.toml constraints.txt
 
 lab: $(STAMP)
 	$(VENV)/bin/jupyter lab --ip=127.0.0.1 --port=$(PORT) --ServerApp.port_retries=0 \
-		--ServerApp.root_dir="$(CURDIR)" --LabApp.default_url=/lab/tree/lectures
+		--ServerApp.root_dir="$(CURDIR)" --LabApp.default_url=/lab/tree/lectures $(ALLOW_ROOT) $(LAB_ARGS)
 
 test: $(STAMP)
 	$(PY) -m pytest tests $(wildcard lectures solutions) --nbval --nbval-current-env \

@@ -14,8 +14,8 @@ Tensors in, tensors out, on whatever device the input is on.
 
 from __future__ import annotations
 
-from course_lib import data, models, objectives, optim, train
+from course_lib import attacks, data, models, objectives, optim, train
 from course_lib.device import get_device, seed_everything
 
-__all__ = ["data", "get_device", "models", "objectives", "optim", "seed_everything", "train"]
+__all__ = ["attacks", "data", "get_device", "models", "objectives", "optim", "seed_everything", "train"]
 __version__ = "0.1.0"

@@ -1,0 +1,260 @@
+"""Adversarial examples: FGSM and PGD, and accuracy under attack (lectures 2 and 3).
+
+An untargeted attack solves, approximately, ``max over ||delta|| <= eps of loss(model(x + delta), y)``
+subject to ``x + delta`` in [0, 1]; a targeted one minimizes the loss toward target labels.
+
+=========== =========== ===============================================================
+math        code        meaning
+=========== =========== ===============================================================
+epsilon     ``eps``     radius of the threat model, in input units (0.3 = 30% of the range)
+delta       ``delta``   perturbation, shape of x
+alpha       ``alpha``   PGD step size, in input units
+=========== =========== ===============================================================
+
+Every attack takes a model mapping inputs (N, C, H, W) in [0, 1] to logits (N, K) and
+returns adversarial inputs of x's shape, dtype and device, inside the eps-ball of the
+chosen norm around x and inside [0, 1]. The model's train/eval mode is left as it is,
+no gradient is left on its parameters (gradients are taken with ``torch.autograd.grad``
+with respect to the input only), and x is never modified in place.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+NORMS = ("linf", "l2")
+
+Attack = Callable[[nn.Module, Tensor, Tensor], Tensor]
+"""``attack(model, x, y) -> x_adv``, e.g. ``functools.partial(pgd, eps=0.1, alpha=0.01, steps=20)``."""
+
+EpsAttack = Callable[[nn.Module, Tensor, Tensor, float], Tensor]
+"""``attack(model, x, y, eps) -> x_adv``, e.g. ``fgsm``; used by :func:`epsilon_sweep`."""
+
+
+def _check_number(value: float, name: str, *, positive: bool) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number, got {value!r}")
+    if positive and value <= 0:
+        raise ValueError(f"{name} must be > 0, got {value}")
+    if not positive and value < 0:
+        raise ValueError(f"{name} must be >= 0, got {value}")
+    return float(value)
+
+
+def _check_inputs(x: Tensor, y: Tensor) -> None:
+    if not isinstance(x, Tensor) or not x.is_floating_point():
+        raise ValueError(f"x must be a floating-point tensor, got {getattr(x, 'dtype', type(x).__name__)}")
+    if x.ndim < 2 or x.shape[0] == 0:
+        raise ValueError(f"x must be a non-empty batch (N, ...), got shape {tuple(x.shape)}")
+    if not isinstance(y, Tensor) or y.dtype != torch.int64:
+        raise ValueError(f"y must be an int64 tensor of labels, got {getattr(y, 'dtype', type(y).__name__)}")
+    if y.shape != (x.shape[0],):
+        raise ValueError(f"y must have shape ({x.shape[0]},) to match x, got {tuple(y.shape)}")
+    lo, hi = torch.aminmax(x)
+    if lo < 0 or hi > 1:
+        raise ValueError(f"x must lie in [0, 1] (got values in [{lo:.3g}, {hi:.3g}]); undo normalization first")
+
+
+def _check_norm(norm: str) -> str:
+    if norm not in NORMS:
+        raise ValueError(f"norm must be one of {NORMS}, got {norm!r}")
+    return norm
+
+
+def _input_gradient(model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
+    """Gradient of the summed cross-entropy with respect to x only (no parameter .grad is touched)."""
+    with torch.enable_grad():  # attacks also run inside torch.no_grad() evaluation loops
+        x = x.detach().requires_grad_(True)
+        loss = F.cross_entropy(model(x), y, reduction="sum")  # sum: per-example gradients unscaled by N
+        (grad,) = torch.autograd.grad(loss, x)
+    return grad
+
+
+def _per_example_norm(t: Tensor) -> Tensor:
+    """L2 norm of each example, shaped (N, 1, ..., 1) to broadcast against t."""
+    return t.flatten(1).norm(dim=1).view(-1, *([1] * (t.ndim - 1)))
+
+
+def project(delta: Tensor, eps: float, norm: str = "linf") -> Tensor:
+    """Euclidean projection of each perturbation onto the eps-ball of ``norm``.
+
+    Args:
+        delta: perturbations, shape (N, ...).
+        eps: radius >= 0.
+        norm: ``"linf"`` (coordinate-wise clipping to [-eps, eps]) or ``"l2"`` (rows with
+            norm above eps are rescaled to norm eps; the others are unchanged).
+
+    Returns:
+        A new tensor of delta's shape.
+    """
+    eps = _check_number(eps, "eps", positive=False)
+    if _check_norm(norm) == "linf":
+        return delta.clamp(-eps, eps)
+    scale = (eps / _per_example_norm(delta).clamp_min(1e-12)).clamp(max=1.0)
+    return delta * scale
+
+
+def _random_start(x: Tensor, eps: float, norm: str, generator: torch.Generator | None) -> Tensor:
+    """A perturbation drawn uniformly from the eps-ball of ``norm``, on x's device."""
+    device = generator.device if generator is not None else x.device
+    if norm == "linf":
+        u = torch.rand(x.shape, generator=generator, device=device, dtype=x.dtype)
+        return ((2 * u - 1) * eps).to(x.device)
+    # uniform in the L2 ball: a uniform direction, and a radius eps * U^(1/d)
+    d = x[0].numel()
+    direction = torch.randn(x.shape, generator=generator, device=device, dtype=x.dtype)
+    radius = torch.rand(x.shape[0], generator=generator, device=device, dtype=x.dtype).pow(1.0 / d) * eps
+    direction = direction / _per_example_norm(direction).clamp_min(1e-12)
+    return (direction * radius.view(-1, *([1] * (x.ndim - 1)))).to(x.device)
+
+
+def fgsm(model: nn.Module, x: Tensor, y: Tensor, eps: float, *, targeted: bool = False) -> Tensor:
+    """Fast gradient sign method (Goodfellow et al. 2015): one signed-gradient step.
+
+    The exact L-inf attack on a linear model: the loss sees x only through ``w^T x`` and
+    the constraint acts per pixel, so moving every pixel by eps along the gradient's
+    sign is optimal.
+
+    Args:
+        model: maps x (N, C, H, W) to logits (N, K).
+        x: clean inputs, values in [0, 1].
+        y: int64 labels (N,); the *target* labels if ``targeted``.
+        eps: L-inf radius >= 0, in input units.
+        targeted: descend the loss toward ``y`` instead of ascending it.
+
+    Returns:
+        x_adv: shape, dtype and device of x; ``|x_adv - x| <= eps`` per pixel, in [0, 1].
+
+    Raises:
+        ValueError: if eps < 0, x lies outside [0, 1], or y is not int64 of shape (N,).
+    """
+    eps = _check_number(eps, "eps", positive=False)
+    _check_inputs(x, y)
+    grad = _input_gradient(model, x, y)
+    step = -eps if targeted else eps  # a targeted attack descends the loss toward y
+    return (x.detach() + step * grad.sign()).clamp_(0, 1)
+
+
+def pgd(model: nn.Module, x: Tensor, y: Tensor, eps: float, alpha: float, steps: int, *,
+        norm: str = "linf", random_start: bool = True, targeted: bool = False,
+        generator: torch.Generator | None = None) -> Tensor:
+    """Projected gradient descent on the loss (Madry et al. 2018), L-inf or L2.
+
+    Each step moves by ``alpha`` in the steepest ascent direction of the norm (the
+    gradient's sign for L-inf, the per-example normalized gradient for L2), projects
+    the perturbation onto the eps-ball, and clips the input to [0, 1].
+
+    Args:
+        model: maps x (N, C, H, W) to logits (N, K).
+        x: clean inputs, values in [0, 1].
+        y: int64 labels (N,); the target labels if ``targeted``.
+        eps: radius of the ball >= 0, in input units.
+        alpha: step size > 0, in input units (e.g. eps / 4 for 10 steps; 2.5 * eps / steps).
+        steps: number of gradient steps >= 1.
+        norm: ``"linf"`` or ``"l2"``.
+        random_start: start from a point drawn uniformly in the ball (else from x).
+        targeted: descend the loss toward ``y`` instead of ascending it.
+        generator: seeds the random start (on the generator's device); default the global RNG.
+
+    Returns:
+        x_adv: shape, dtype and device of x; inside the eps-ball of ``norm`` around x, in [0, 1].
+
+    Raises:
+        ValueError: for eps < 0, alpha <= 0, steps < 1, an unknown norm, x outside [0, 1],
+            or labels that are not int64 of shape (N,).
+    """
+    eps = _check_number(eps, "eps", positive=False)
+    alpha = _check_number(alpha, "alpha", positive=True)
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
+    norm = _check_norm(norm)
+    _check_inputs(x, y)
+    x = x.detach()
+    if random_start and eps > 0:
+        # clipping to [0, 1] moves each pixel toward x, so the start stays in the ball
+        x_adv = (x + _random_start(x, eps, norm, generator)).clamp_(0, 1)
+    else:
+        x_adv = x.clone()
+    sign = -1.0 if targeted else 1.0
+    for _ in range(steps):
+        grad = _input_gradient(model, x_adv, y)
+        if norm == "linf":
+            x_adv = x_adv + (sign * alpha) * grad.sign()
+            delta = (x_adv - x).clamp_(-eps, eps)  # projection onto the L-inf ball
+        else:
+            x_adv = x_adv + (sign * alpha) * grad / _per_example_norm(grad).clamp_min(1e-12)
+            delta = project(x_adv - x, eps, "l2")
+        x_adv = (x + delta).clamp_(0, 1)  # clipping only shrinks |delta|: still in the ball
+    return x_adv
+
+
+def _batches(data, batch_size: int = 256) -> Iterable[tuple[Tensor, Tensor]]:
+    """Batches (x, y) from a DataLoader/iterable of batches, or a pair of tensors (x, y)."""
+    if isinstance(data, (tuple, list)) and len(data) == 2 and all(isinstance(t, Tensor) for t in data):
+        x, y = data
+        return [(x[i:i + batch_size], y[i:i + batch_size]) for i in range(0, len(x), batch_size)]
+    return data
+
+
+def accuracy_under_attack(model: nn.Module, data, attack: Attack | None, *,
+                          device: torch.device | str | None = None) -> float:
+    """Fraction of examples the model classifies correctly after ``attack``.
+
+    Args:
+        model: maps x (N, C, H, W) to logits (N, K); evaluated in eval mode (its mode is
+            restored afterwards).
+        data: a DataLoader (or any iterable) of batches ``(x, y)``, or a pair of tensors ``(x, y)``.
+        attack: ``attack(model, x, y) -> x_adv``; ``None`` gives the clean accuracy.
+        device: where to compute; default the model's device.
+
+    Returns:
+        Accuracy in [0, 1].
+
+    Raises:
+        ValueError: if ``data`` holds no examples.
+    """
+    if device is None:
+        param = next(model.parameters(), None)
+        device = param.device if param is not None else torch.device("cpu")
+    was_training = model.training
+    model.eval()
+    correct = seen = 0
+    try:
+        for x, y in _batches(data):
+            x, y = x.to(device), y.to(device)
+            if attack is not None:
+                x = attack(model, x, y)
+            with torch.no_grad():
+                correct += (model(x).argmax(1) == y).sum().item()
+            seen += y.shape[0]
+    finally:
+        model.train(was_training)
+    if seen == 0:
+        raise ValueError("data holds no examples")
+    return correct / seen
+
+
+def epsilon_sweep(model: nn.Module, data, attack: EpsAttack, eps_values: Sequence[float], *,
+                  device: torch.device | str | None = None) -> list[float]:
+    """Accuracy under ``attack`` at each radius, for accuracy-vs-eps curves.
+
+    Args:
+        model, data, device: as in :func:`accuracy_under_attack`.
+        attack: ``attack(model, x, y, eps) -> x_adv``, e.g. :func:`fgsm`, or
+            ``lambda m, x, y, eps: pgd(m, x, y, eps, alpha=eps / 4, steps=20)``.
+        eps_values: radii >= 0; eps = 0 gives the clean accuracy (the attack is not called).
+
+    Returns:
+        One accuracy in [0, 1] per radius, in order.
+    """
+    accuracies = []
+    for eps in eps_values:
+        eps = _check_number(eps, "eps", positive=False)
+        run = None if eps == 0 else (lambda m, x, y, e=eps: attack(m, x, y, e))
+        accuracies.append(accuracy_under_attack(model, data, run, device=device))
+    return accuracies

@@ -6,6 +6,7 @@
 #   make release             regenerate assignments/ from solutions/ (nbgrader)
 #   make grade SUBMISSIONS=<dir> ASSIGNMENT=<name> OUT=<dir>   autograde a class
 #   make lecture NB=lectures/01_gd_sgd.ipynb   re-execute one notebook in place
+#   make bench               speed ratios (benchmarks/), against torchattacks
 
 SHELL := /bin/bash
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
@@ -23,7 +24,7 @@ ALLOW_ROOT := $(if $(filter 0,$(shell id -u)),--allow-root)
 # the venv's programs (jupyter, nbgrader, alembic) first, without activating it
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: lab test release grade lecture venv constraints clean
+.PHONY: lab test release grade lecture bench venv constraints clean
 
 venv: $(STAMP)
 
@@ -50,6 +51,13 @@ grade: $(STAMP)
 	@test -n "$(SUBMISSIONS)" -a -n "$(ASSIGNMENT)" || \
 		{ echo "usage: make grade SUBMISSIONS=<dir> ASSIGNMENT=<name> OUT=<dir>"; exit 2; }
 	$(PY) -m course_lib.grading --submissions "$(SUBMISSIONS)" --assignment "$(ASSIGNMENT)" --out "$(OUT)"
+
+# torchattacks is a benchmark-only reference; it pins requests~=2.25 (JupyterLab needs a newer
+# one), so it is installed without its dependencies, which the venv already has.
+TORCHATTACKS := torchattacks==3.5.1
+bench: $(STAMP)
+	$(PY) -m pip install --quiet --no-deps "$(TORCHATTACKS)"
+	$(PY) benchmarks/attacks.py
 
 lecture: $(STAMP)
 	@test -n "$(NB)" || { echo "usage: make lecture NB=lectures/01_gd_sgd.ipynb"; exit 2; }

@@ -180,16 +180,19 @@ def pgd(model: nn.Module, x: Tensor, y: Tensor, eps: float, alpha: float, steps:
         x_adv = (x + _random_start(x, eps, norm, generator)).clamp_(0, 1)
     else:
         x_adv = x.clone()
-    sign = -1.0 if targeted else 1.0
+    step = -alpha if targeted else alpha  # a targeted attack descends the loss toward y
+    if norm == "linf":
+        # the intersection of the L-inf ball and the box [0, 1] is itself a box, so
+        # projecting onto both at once is one coordinate-wise clamp
+        lo, hi = (x - eps).clamp_(min=0), (x + eps).clamp_(max=1)
+        for _ in range(steps):
+            grad = _input_gradient(model, x_adv, y)
+            x_adv = x_adv.add_(grad.sign_(), alpha=step).clamp_(lo, hi)
+        return x_adv
     for _ in range(steps):
         grad = _input_gradient(model, x_adv, y)
-        if norm == "linf":
-            x_adv = x_adv + (sign * alpha) * grad.sign()
-            delta = (x_adv - x).clamp_(-eps, eps)  # projection onto the L-inf ball
-        else:
-            x_adv = x_adv + (sign * alpha) * grad / _per_example_norm(grad).clamp_min(1e-12)
-            delta = project(x_adv - x, eps, "l2")
-        x_adv = (x + delta).clamp_(0, 1)  # clipping only shrinks |delta|: still in the ball
+        x_adv = x_adv.add_(grad / _per_example_norm(grad).clamp_min(1e-12), alpha=step)
+        x_adv = (x + project(x_adv - x, eps, "l2")).clamp_(0, 1)  # clipping only shrinks |delta|
     return x_adv
 
 

@@ -4,7 +4,9 @@
 #   make lab                 JupyterLab 4 on 127.0.0.1:$(PORT), opened on lectures/
 #   make test                the whole test suite (what CI runs)
 #   make release             regenerate assignments/ from solutions/ (nbgrader)
-#   make grade SUBMISSIONS=<dir> ASSIGNMENT=<name> OUT=<dir>   autograde a class
+#   make grade SUBMISSIONS=<dir|zip> ASSIGNMENT=<name> OUT=<dir> [STUDENT=] [JOBS=] [UNSAFE=1]
+#                            autograde a class, each submission in a bubblewrap sandbox
+#   make validate NOTEBOOK=<path>   a student's check before hand-in
 #   make lecture NB=lectures/01_gd_sgd.ipynb   re-execute one notebook in place
 #   make bench               speed ratios (benchmarks/), against torchattacks
 
@@ -24,7 +26,7 @@ ALLOW_ROOT := $(if $(filter 0,$(shell id -u)),--allow-root)
 # the venv's programs (jupyter, nbgrader, alembic) first, without activating it
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: lab test release grade lecture bench venv constraints clean
+.PHONY: lab test release grade validate lecture bench venv constraints clean
 
 venv: $(STAMP)
 
@@ -49,8 +51,13 @@ release: $(STAMP)
 
 grade: $(STAMP)
 	@test -n "$(SUBMISSIONS)" -a -n "$(ASSIGNMENT)" || \
-		{ echo "usage: make grade SUBMISSIONS=<dir> ASSIGNMENT=<name> OUT=<dir>"; exit 2; }
-	$(PY) -m course_lib.grading --submissions "$(SUBMISSIONS)" --assignment "$(ASSIGNMENT)" --out "$(OUT)"
+		{ echo "usage: make grade SUBMISSIONS=<dir or zip> ASSIGNMENT=<name> OUT=<dir> [STUDENT=<id>] [JOBS=<n>] [UNSAFE=1]"; exit 2; }
+	$(PY) -m course_lib.grading --submissions "$(SUBMISSIONS)" --assignment "$(ASSIGNMENT)" --out "$(OUT)" \
+		$(if $(STUDENT),--student "$(STUDENT)") $(if $(JOBS),--jobs $(JOBS)) $(if $(filter 1,$(UNSAFE)),--unsafe)
+
+validate: $(STAMP)
+	@test -n "$(NOTEBOOK)" || { echo "usage: make validate NOTEBOOK=assignments/ps1_gd_sgd/gd_sgd.ipynb"; exit 2; }
+	$(PY) -m course_lib.validate "$(NOTEBOOK)"
 
 # torchattacks is a benchmark-only reference; it pins requests~=2.25 (JupyterLab needs a newer
 # one), so it is installed without its dependencies, which the venv already has.

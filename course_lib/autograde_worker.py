@@ -1,14 +1,17 @@
-"""Autograde a list of students in one process (started by :mod:`course_lib.grading`).
+"""Autograde students one after another, reading their ids on stdin (started by :mod:`course_lib.grading`).
 
-Usage: ``python -m course_lib.autograde_worker COURSE ASSIGNMENT TIMEOUT STUDENT...``
+Usage: ``python -m course_lib.autograde_worker COURSE ASSIGNMENT LIMITS_JSON UNSAFE``,
+then one student id per line on stdin; for each, one JSON line on stdout:
+``{"student", "success", "feedback", "log"}``.
 
-``COURSE`` is a scratch nbgrader course directory prepared by ``course_lib.grading``
-(``nbgrader_config.py``, ``source/``, ``release/``, ``submitted/``, ``gradebook.db``).
-For each student in turn the worker runs nbgrader's ``Autograde`` and
-``GenerateFeedback`` converters in-process, which saves a Python start and an
-nbgrader import per student and per step compared with calling the ``nbgrader``
-program, and prints one JSON line ``{"student", "success", "feedback", "log"}``.
-Student code runs in Jupyter kernels (separate processes), never in this one.
+This process is the *trusted* side: it holds the gradebook and runs nbgrader's
+``Autograde`` converter, whose sanitizing steps restore locked and test cells (hidden
+tests included) from the gradebook and put back deleted test cells. nbgrader's own
+``Execute`` step is replaced by :class:`SandboxExecute`, which ships the sanitized
+notebook to a bubblewrap sandbox (:mod:`course_lib.sandbox`) and reads back the
+executed notebook; grades are then computed here from that notebook. Student code
+never runs in this process. Several workers can run at once (``JOBS``): they share the
+gradebook through SQLite with a long busy timeout.
 """
 
 from __future__ import annotations
@@ -17,9 +20,33 @@ import json
 import sys
 from pathlib import Path
 
+from nbgrader.preprocessors import NbGraderPreprocessor
+from traitlets import Bool, Dict
+
+from course_lib import sandbox
+
+
+class SandboxExecute(NbGraderPreprocessor):
+    """nbgrader preprocessor: execute the notebook in the sandbox instead of in-process."""
+
+    limits = Dict(help="course_lib.sandbox.Limits fields").tag(config=True)
+    unsafe = Bool(False, help="run without bubblewrap (resource limits only)").tag(config=True)
+
+    def preprocess(self, nb, resources):
+        files = Path(resources["metadata"]["path"])  # autograded/<student>/<assignment>
+        executed, reason = sandbox.execute_notebook(nb, files, sandbox.Limits(**self.limits),
+                                                    unsafe=self.unsafe)
+        if executed is None:
+            raise SandboxFailure(reason)
+        return executed, resources
+
+
+class SandboxFailure(RuntimeError):
+    """Nothing usable came back from the sandbox; the message is a one-line reason."""
+
 
 def main(argv: list[str]) -> int:
-    course, assignment, timeout, students = Path(argv[0]), argv[1], int(argv[2]), argv[3:]
+    course, assignment, limits, unsafe = Path(argv[0]), argv[1], json.loads(argv[2]), argv[3] == "1"
     from nbgrader.converters import Autograde, GenerateFeedback
     from nbgrader.coursedir import CourseDirectory
     from nbgrader.utils import capture_log
@@ -29,9 +56,25 @@ def main(argv: list[str]) -> int:
     config.CourseDirectory.root = str(course)
     config.CourseDirectory.source_directory = "source"
     config.CourseDirectory.release_directory = "release"
-    config.CourseDirectory.db_url = f"sqlite:///{course / 'gradebook.db'}"
-    config.Execute.timeout = timeout
-    for student in students:
+    # several workers share the gradebook: wait for a lock instead of failing at once
+    config.CourseDirectory.db_url = f"sqlite:///{course / 'gradebook.db'}?timeout=300"
+    config.OverwriteCells.add_missing_cells = True  # deleted test cells come back from the source
+    config.SandboxExecute.limits = limits
+    config.SandboxExecute.unsafe = unsafe
+    config.Autograde.autograde_preprocessors = [
+        SandboxExecute,
+        "nbgrader.preprocessors.IgnorePattern",
+        "nbconvert.preprocessors.ClearMetadataPreprocessor",
+        "nbgrader.preprocessors.LimitOutput",
+        "nbgrader.preprocessors.SaveAutoGrades",
+        "nbgrader.preprocessors.AssignLatePenalties",
+        "nbgrader.preprocessors.CheckCellMetadata",
+    ]
+    config.HTMLExporter.sanitize_html = True  # student outputs may carry scripts
+    for line in sys.stdin:
+        student = line.strip()
+        if not student:
+            continue
         coursedir = CourseDirectory(config=config)
         coursedir.assignment_id, coursedir.student_id = assignment, student
         grader = Autograde(coursedir=coursedir, config=config)
@@ -42,10 +85,10 @@ def main(argv: list[str]) -> int:
             renderer = GenerateFeedback(coursedir=coursedir, config=config)
             renderer.force = True
             feedback = capture_log(renderer)
-        line = {"student": student, "success": bool(graded["success"]),
-                "feedback": bool(feedback["success"]),
-                "log": graded.get("log", "") + graded.get("error", "")}
-        print(json.dumps(line), flush=True)
+        result = {"student": student, "success": bool(graded["success"]),
+                  "feedback": bool(feedback["success"]),
+                  "log": graded.get("log", "") + graded.get("error", "")}
+        print(json.dumps(result), flush=True)
     return 0
 
 

@@ -1,34 +1,111 @@
-"""The grading pipeline (``make grade`` / ``python -m course_lib.grading``) on a small
-synthetic assignment whose scores are known: 2 points for ``square`` (one visible and
-one hidden test), 3 for ``cube``, 1 for a written answer graded by hand."""
+"""The grading pipeline (``make grade`` / ``python -m course_lib.grading``) on a class of
+honest, broken and hostile submissions to a small synthetic assignment whose scores are
+known: ``square`` 2 points (one visible, one hidden test), ``cube`` 3 points, a written
+answer 1 point (graded by hand). Each case's expected outcome is written beside it.
+
+The whole class is graded once, in parallel, inside the bubblewrap sandbox; the module
+is skipped, with the reason shown, only where bwrap cannot run."""
 
 from __future__ import annotations
 
 import csv
+import hashlib
 import html
+import os
 import re
 import shutil
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import nbformat
 import pytest
 
+from course_lib import sandbox
 from course_lib.grading import CSV_COLUMNS
-from course_lib.release import generate_release
-from nbgrader_helpers import square_assignment
+from course_lib.release import REPO, generate_release
+from nbgrader_helpers import cell, notebook, square_assignment
 
 pytestmark = pytest.mark.grading
 
+BWRAP_PROBLEM = sandbox.bwrap_problem()
+needs_bwrap = pytest.mark.skipif(BWRAP_PROBLEM is not None, reason=f"no sandbox here: {BWRAP_PROBLEM}")
+
 ASSIGNMENT = "sq"
 MAX_SCORE = 6
+SOLUTION_SQUARE = "def square(x):\n    return x * x"
+
+# student -> (what they hand in, expected status, expected score, expected reason or a part of it)
+CASES = {
+    "alice": ("the model answer", "graded", 5, "1 point of written answers await manual grading"),
+    "bob": ("the untouched release", "graded", 0, ""),
+    "gina": ("passes square's visible test, not its hidden one", "graded", 3, ""),
+    "hardy": ("answers hard-coded to the visible tests", "graded", 3, ""),
+    "loop": ("an infinite loop in square", "graded", 3, "timed out after 10 s in cell square"),
+    "hog": ("allocates 8 GiB in square", "graded", 3, "memory limit 1 GiB exceeded in cell square"),
+    "carol": ("invalid JSON", "failed", 0, "sq.ipynb is not valid notebook JSON"),
+    "empty": ("an empty file", "failed", 0, "sq.ipynb is not valid notebook JSON"),
+    "other": ("the notebook of another assignment", "failed", 0, "notebook is from assignment cubes"),
+    "erin": ("no notebook", "failed", 0, "notebook sq.ipynb is missing"),
+    "frank": ("no assignment folder", "failed", 0, "no folder sq/ inside the student's folder"),
+    "deleter": ("test cells deleted, square wrong", "graded", 3,
+                "test cell test_square was deleted (restored from source)"),
+    "tom": ("test_cube rewritten to `pass`, cube wrong", "graded", 2,
+            "locked cell test_cube was edited (restored from source)"),
+    "quitter": ("sys.exit() after a correct square", "graded", 5, ""),
+    "exiter": ("os._exit(0) in cube, after a correct square", "graded", 2,
+               "the kernel died in cell cube; later cells did not run and score 0"),
+    "crasher": ("a segfault in cube, after a correct square", "graded", 2,
+                "the kernel died in cell cube; later cells did not run and score 0"),
+    "chatty": ("100 MB of printed output, correct answers", "graded", 5, ""),
+    "vandal": ("writes to ../, the project, the gradebook, the output; correct answers", "graded", 5, ""),
+    "snoop": ("walks up from its folder to read solutions/, answers nothing", "graded", 0, ""),
+    "swallow": ("a custom exception handler that hides failed asserts, wrong answers", "graded", 0, ""),
+}
+HONEST = ("alice", "bob", "gina")
+
+VANDAL = """\
+import os, pathlib, sqlite3
+def square(x):
+    return x * x
+for target in ["../../x.txt", "../../../pwned.txt", "/tmp/../x.txt", "{repo}/pwned.txt",
+               "{repo}/solutions/sq/sq.ipynb", "{repo}/gradebook.db", "{out}/grades.csv",
+               "{subs}/alice/sq/sq.ipynb", os.path.expanduser("~/pwned.txt")]:
+    try:
+        with open(target, "w") as f:
+            f.write("pwned")
+    except OSError:
+        pass
+try:
+    sqlite3.connect("{out}/gradebook.db").execute("update grade set auto_score = 0")
+except Exception:
+    pass
+"""
+
+SNOOP = """\
+import json, os, pathlib
+found = []
+for parent in [pathlib.Path.cwd(), *pathlib.Path.cwd().parents, pathlib.Path("{repo}"), pathlib.Path("{source}")]:
+    for pattern in ("sq/sq.ipynb", "solutions/*/sq.ipynb", "*/solutions/*/sq.ipynb"):
+        found += parent.glob(pattern)
+for path in found:
+    for c in json.loads(path.read_text())["cells"]:
+        if c["metadata"].get("nbgrader", {{}}).get("solution") and c["cell_type"] == "code":
+            exec("".join(c["source"]).replace("### BEGIN SOLUTION", "").replace("### END SOLUTION", ""))
+print("found", len(found))
+"""
 
 
 def _edit(nb, grade_id, source):
     nb = nbformat.from_dict(nb)
-    cell = next(c for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade_id") == grade_id)
-    cell.source = source
+    next(c for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade_id") == grade_id).source = source
+    return nb
+
+
+def _drop(nb, *grade_ids):
+    nb = nbformat.from_dict(nb)
+    nb.cells = [c for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade_id") not in grade_ids]
     return nb
 
 
@@ -37,124 +114,250 @@ def _html_text(path: Path) -> str:
     return html.unescape(re.sub(r"<[^>]+>", "", path.read_text(encoding="utf-8")))
 
 
-@pytest.fixture(scope="module")
-def graded(tmp_path_factory):
-    root = tmp_path_factory.mktemp("grading")
+def _snapshot(root: Path) -> dict[str, str]:
+    """A hash of every file under ``root`` (what must not change during grading)."""
+    result = {}
+    for path in sorted(root.rglob("*")):
+        parts = path.relative_to(root).parts
+        if path.is_file() and not path.is_symlink() and not {".pytest_cache", "__pycache__", ".venv"} & set(parts):
+            result[str(path.relative_to(root))] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return result
+
+
+def _build_class(root: Path) -> tuple[Path, Path]:
+    """Write the source assignments and the class's submission folder; return (source, submissions)."""
     source = root / "solutions"
     (source / ASSIGNMENT).mkdir(parents=True)
     solution = square_assignment()
     nbformat.write(solution, source / ASSIGNMENT / "sq.ipynb")
+    (source / "cubes").mkdir()
+    nbformat.write(notebook(cell("def f():\n    ### BEGIN SOLUTION\n    return 1\n    ### END SOLUTION",
+                                 grade_id="f", solution=True),
+                            cell("assert f() == 1", grade_id="test_f", grade=True, points=1, locked=True)),
+                   source / "cubes" / "c.ipynb")
     release = nbformat.read(generate_release(ASSIGNMENT, root / "release", source_root=source) / "sq.ipynb",
                             as_version=4)
-    subs = root / "submissions"
-    cases = {
-        "alice": solution,  # the model answer
-        "bob": release,  # handed in untouched
-        # passes the visible test square(3) == 9 but not the hidden square(-4) == 16
+    other = nbformat.read(generate_release("cubes", root / "release", source_root=source) / "c.ipynb",
+                          as_version=4)
+    subs, out = root / "submissions", root / "out"
+    fill = {"repo": REPO, "out": out, "subs": subs, "source": source}
+    notebooks = {
+        "alice": solution,
+        "bob": release,
         "gina": _edit(solution, "square", "def square(x):\n    return 3 * x"),
-        # cube is right, square times out; the run goes on after the timeout
-        "dave": _edit(solution, "square", "import time\ntime.sleep(60)\ndef square(x):\n    return x * x"),
-        # a student who rewrote a test cell to `pass` gets it back from the source
-        "tom": _edit(_edit(release, "test_cube", "pass"), "cube", "def cube(x):\n    return 0"),
+        "hardy": _edit(solution, "square", "def square(x):\n    return 9 if x == 3 else 0"),
+        "loop": _edit(solution, "square", "while True:\n    pass"),
+        "hog": _edit(solution, "square", "hoard = bytearray(8 * 2**30)\n" + SOLUTION_SQUARE),
+        "other": other,
+        "deleter": _drop(_edit(solution, "square", "def square(x):\n    return 0"), "test_square", "test_cube"),
+        "tom": _edit(_edit(release, "test_cube", "pass"), "square", SOLUTION_SQUARE),
+        "quitter": _edit(solution, "square", "import sys\n" + SOLUTION_SQUARE + "\nsys.exit()"),
+        "exiter": _edit(solution, "cube", "import os\nos._exit(0)"),
+        "crasher": _edit(solution, "cube", "import ctypes\nctypes.string_at(0)"),
+        "chatty": _edit(solution, "square", SOLUTION_SQUARE + "\nprint('x' * 100_000_000)"),
+        "vandal": _edit(solution, "square", VANDAL.format(**fill)),
+        "snoop": _edit(release, "square", SNOOP.format(**fill)),
+        "swallow": _edit(_edit(release, "square",
+                               "get_ipython().set_custom_exc((Exception,), lambda *a, **k: None)\n"
+                               "def square(x):\n    return 0"), "cube", "def cube(x):\n    return 0"),
     }
-    for student, nb in cases.items():
+    for student, nb in notebooks.items():
         (subs / student / ASSIGNMENT).mkdir(parents=True)
         nbformat.write(nb, subs / student / ASSIGNMENT / "sq.ipynb")
     (subs / "carol" / ASSIGNMENT).mkdir(parents=True)
     (subs / "carol" / ASSIGNMENT / "sq.ipynb").write_text("{ this is not JSON")
+    (subs / "empty" / ASSIGNMENT).mkdir(parents=True)
+    (subs / "empty" / ASSIGNMENT / "sq.ipynb").write_text("")
     (subs / "erin" / ASSIGNMENT).mkdir(parents=True)
     (subs / "erin" / ASSIGNMENT / "notes.txt").write_text("forgot the notebook")
     (subs / "frank" / "ps9").mkdir(parents=True)
     (subs / "README.txt").write_text("a stray file is not a student")
+    # a link to the solutions, handed in next to an honest notebook: it must not be followed
+    os.symlink(source / ASSIGNMENT / "sq.ipynb", subs / "bob" / ASSIGNMENT / "answers.ipynb")
+    return source, subs
+
+
+def _grade(subs: Path, out: Path, source: Path, *extra: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "course_lib.grading", "--submissions", str(subs),
+                           "--assignment", ASSIGNMENT, "--out", str(out), "--source", str(source),
+                           "--cell-timeout", "10", "--memory-gib", "1", "--jobs", "2", "--no-progress", *extra],
+                          capture_output=True, text=True, timeout=900)
+
+
+def _rows(out: Path) -> dict[str, dict[str, str]]:
+    with open(out / "grades.csv", newline="") as f:
+        return {r["student"]: r for r in csv.DictReader(f)}
+
+
+@pytest.fixture(scope="module")
+def graded(tmp_path_factory):
+    if BWRAP_PROBLEM is not None:
+        pytest.skip(f"no sandbox here: {BWRAP_PROBLEM}")
+    root = tmp_path_factory.mktemp("grading")
+    source, subs = _build_class(root)
+    before = {"repo": _snapshot(REPO), "subs": _snapshot(subs), "source": _snapshot(source)}
     out = root / "out"
-    done = subprocess.run([sys.executable, "-m", "course_lib.grading", "--submissions", str(subs),
-                           "--assignment", ASSIGNMENT, "--out", str(out), "--cell-timeout", "3",
-                           "--source", str(source), "--no-progress"],
-                          capture_output=True, text=True, timeout=600)
-    with open(out / "grades.csv", newline="") as f:
-        rows = {r["student"]: r for r in csv.DictReader(f)}
-    return done, rows, out
+    done = _grade(subs, out, source)
+    after = {"repo": _snapshot(REPO), "subs": _snapshot(subs), "source": _snapshot(source)}
+    return {"done": done, "rows": _rows(out), "out": out, "root": root, "source": source, "subs": subs,
+            "before": before, "after": after}
 
 
-def test_exit_code_and_one_row_per_student_folder(graded):
-    done, rows, out = graded
+def test_exit_code_summary_and_one_row_per_student_folder(graded):
+    done, rows = graded["done"], graded["rows"]
     assert done.returncode == 0, done.stderr
-    assert sorted(rows) == ["alice", "bob", "carol", "dave", "erin", "frank", "gina", "tom"]
-    with open(out / "grades.csv", newline="") as f:
+    assert sorted(rows) == sorted(CASES)
+    with open(graded["out"] / "grades.csv", newline="") as f:
         assert tuple(next(csv.reader(f))) == CSV_COLUMNS
     assert all(r["assignment"] == ASSIGNMENT and float(r["max_score"]) == MAX_SCORE for r in rows.values())
-    assert "5 graded, 3 failed" in done.stdout
+    failed = [s for s, case in CASES.items() if case[1] == "failed"]
+    assert f"{len(CASES) - len(failed)} graded, {len(failed)} failed" in done.stdout
+    for s in failed:
+        assert f"{s}: {CASES[s][3]}" in done.stdout
 
 
-def test_model_answer_gets_every_autograded_point(graded):
-    row = graded[1]["alice"]
-    assert (row["status"], float(row["score"])) == ("graded", 5)
-    assert "1 point of written answers await manual grading" in row["reason"]
+@pytest.mark.parametrize("student", sorted(CASES))
+def test_each_submission_gets_its_expected_outcome(graded, student):
+    what, status, score, reason = CASES[student]
+    row = graded["rows"][student]
+    assert (row["status"], float(row["score"])) == (status, score), f"{student} ({what}): {row}"
+    assert reason in row["reason"], f"{student} ({what}): {row['reason']!r}"
+    assert "Traceback" not in row["reason"] and "/tmp" not in row["reason"] and "\n" not in row["reason"]
 
 
-def test_untouched_release_scores_zero(graded):
-    row = graded[1]["bob"]
-    assert (row["status"], float(row["score"])) == ("graded", 0)
+def test_nothing_outside_the_sandbox_changes(graded):
+    for where in ("repo", "subs", "source"):
+        before, after = graded["before"][where], graded["after"][where]
+        changed = sorted(k for k in set(before) | set(after) if before.get(k) != after.get(k))
+        assert not changed, f"grading changed files in {where}: {changed[:10]}"
+    for name in ("x.txt", "pwned.txt"):
+        assert not (graded["root"] / name).exists() and not (graded["root"].parent / name).exists()
 
 
-def test_hidden_tests_run_at_grading_time(graded):
-    assert float(graded[1]["gina"]["score"]) == 3  # loses square's 2 points, keeps cube's 3
+def test_feedback_exists_without_hidden_tests_or_solutions(graded):
+    out = graded["out"]
+    for student, (_, status, _, _) in CASES.items():
+        folder = out / "feedback" / student / ASSIGNMENT
+        assert (folder / "sq.html").is_file() == (status == "graded"), student
+        if status == "graded":
+            text = _html_text(folder / "sq.html")
+            assert "square(-4)" not in text  # hidden test code stays hidden, tracebacks included
+    assert "return x * x" not in _html_text(out / "feedback" / "snoop" / ASSIGNMENT / "sq.html")
 
 
-def test_edited_test_cell_is_restored_from_source(graded):
-    assert float(graded[1]["tom"]["score"]) == 0
-
-
-def test_timeout_is_reported_with_the_cell(graded):
-    row = graded[1]["dave"]
-    assert row["status"] == "graded" and float(row["score"]) == 3
-    assert "timed out after 3 s in cell square" in row["reason"]
-
-
-@pytest.mark.parametrize("student,reason", [
-    ("carol", "sq.ipynb is not valid notebook JSON"),
-    ("erin", "notebook sq.ipynb is missing"),
-    ("frank", "no folder sq/ inside the student's folder"),
-])
-def test_broken_submissions_fail_with_a_one_line_reason(graded, student, reason):
-    row = graded[1][student]
-    assert (row["status"], float(row["score"]), row["reason"]) == ("failed", 0, reason)
-    assert reason in graded[0].stdout
-
-
-def test_feedback_is_written_without_hidden_tests(graded):
-    out = graded[2]
-    for student in ("alice", "bob", "gina", "dave", "tom"):
-        text = _html_text(out / "feedback" / student / ASSIGNMENT / "sq.html")
-        assert "test_square" in text and "assert square(3) == 9" in text
-        assert "square(-4)" not in text  # hidden test code stays hidden, tracebacks included
-    assert not (out / "feedback" / "carol").exists()
-    assert (out / "gradebook.db").is_file()
-
-
-def test_gradebook_is_the_record(graded):
+def test_the_gradebook_is_the_record(graded):
     from nbgrader.api import Gradebook
 
-    rows, out = graded[1], graded[2]
+    rows = graded["rows"]
+    with Gradebook(f"sqlite:///{graded['out'] / 'gradebook.db'}") as gb:
+        for student, row in rows.items():
+            if row["status"] == "graded":
+                assert gb.find_submission(ASSIGNMENT, student).score == float(row["score"])
+
+
+def test_honest_grades_do_not_depend_on_the_class(graded, tmp_path):
+    """Graded alone, each honest student gets exactly the grade they got with everyone."""
+    subs = tmp_path / "alone"
+    for student in HONEST:
+        shutil.copytree(graded["subs"] / student, subs / student, symlinks=True)
+    done = _grade(subs, tmp_path / "out", graded["source"], "--jobs", "1")
+    assert done.returncode == 0, done.stderr
+    alone = _rows(tmp_path / "out")
+    for student in HONEST:
+        assert alone[student] == graded["rows"][student]
+
+
+def test_a_second_run_changes_nothing(graded, tmp_path):
+    out = tmp_path / "again"
+    shutil.copytree(graded["out"], out)
+    done = _grade(graded["subs"], out, graded["source"])
+    assert done.returncode == 0, done.stderr
+    assert (out / "grades.csv").read_bytes() == (graded["out"] / "grades.csv").read_bytes()
+
+
+def test_regrading_one_student_keeps_the_others(graded, tmp_path):
+    out = tmp_path / "regrade"
+    shutil.copytree(graded["out"], out)
+    subs = tmp_path / "subs"
+    shutil.copytree(graded["subs"], subs, symlinks=True)
+    fixed = _edit(nbformat.read(subs / "gina" / ASSIGNMENT / "sq.ipynb", as_version=4), "square", SOLUTION_SQUARE)
+    nbformat.write(fixed, subs / "gina" / ASSIGNMENT / "sq.ipynb")
+    bob_feedback = (out / "feedback" / "bob" / ASSIGNMENT / "sq.html").read_bytes()
+    done = _grade(subs, out, graded["source"], "--student", "gina")
+    assert done.returncode == 0, done.stderr
+    rows = _rows(out)
+    assert float(rows["gina"]["score"]) == 5
+    assert {s: r for s, r in rows.items() if s != "gina"} == {
+        s: r for s, r in graded["rows"].items() if s != "gina"}
+    assert (out / "feedback" / "bob" / ASSIGNMENT / "sq.html").read_bytes() == bob_feedback
+    from nbgrader.api import Gradebook
+
     with Gradebook(f"sqlite:///{out / 'gradebook.db'}") as gb:
-        for student in ("alice", "bob", "gina", "dave", "tom"):
-            assert gb.find_submission(ASSIGNMENT, student).score == float(rows[student]["score"])
+        assert gb.find_submission(ASSIGNMENT, "gina").score == 5
+        assert gb.find_submission(ASSIGNMENT, "alice").score == 5  # the others' records are kept
 
 
-def test_bad_arguments_exit_with_a_message(tmp_path):
+def test_a_zip_export_grades_like_the_folder(graded, tmp_path):
+    archive = tmp_path / "export.zip"
+    with zipfile.ZipFile(archive, "w") as z:
+        for student in HONEST:
+            for path in (graded["subs"] / student).rglob("*.ipynb"):
+                if not path.is_symlink():  # LMS exports wrap everything in one folder
+                    z.write(path, Path("course-export") / path.relative_to(graded["subs"]))
+        z.writestr("../escape.txt", "a path that leaves the folder is skipped")
+    done = _grade(archive, tmp_path / "out", graded["source"])
+    assert done.returncode == 0, done.stderr
+    rows = _rows(tmp_path / "out")
+    assert sorted(rows) == sorted(HONEST)
+    assert all(rows[s] == graded["rows"][s] for s in HONEST)
+    assert not (tmp_path / "escape.txt").exists()
+
+
+def test_bad_arguments_exit_2_with_a_message(tmp_path):
     def run(*args):
         return subprocess.run([sys.executable, "-m", "course_lib.grading", *args],
                               capture_output=True, text=True, timeout=120)
 
-    done = run("--submissions", str(tmp_path / "nope"), "--assignment", "ps1_gd_sgd", "--out", str(tmp_path))
+    done = run("--submissions", str(tmp_path / "nope"), "--assignment", "ps1_gd_sgd", "--out", str(tmp_path),
+               "--unsafe")
     assert done.returncode == 2 and "submissions must be a folder" in done.stderr
+    assert "WITHOUT a sandbox" in done.stderr  # --unsafe always warns
     done = run("--submissions", str(tmp_path), "--assignment", "no_such", "--out", str(tmp_path / "o"))
     assert done.returncode == 2 and "assignment must be one of" in done.stderr
+    (tmp_path / "alice").mkdir()
+    done = run("--submissions", str(tmp_path), "--assignment", "ps1_gd_sgd", "--out", str(tmp_path / "o"),
+               "--student", "zed", "--unsafe")
+    assert done.returncode == 2 and "student 'zed' has no folder" in done.stderr
+
+
+def test_missing_bwrap_is_explained(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path))  # no bwrap on this PATH
+    assert "sudo apt-get install bubblewrap" in sandbox.bwrap_problem()
+    assert "UNSAFE=1" in sandbox.bwrap_problem()
 
 
 def test_make_grade_without_arguments_prints_usage():
-    root = Path(__file__).resolve().parent.parent
     if shutil.which("make") is None:
         pytest.skip("make is not installed")
-    done = subprocess.run(["make", "-s", "grade"], cwd=root, capture_output=True, text=True, timeout=120)
+    done = subprocess.run(["make", "-s", "grade"], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert done.returncode != 0 and "usage: make grade SUBMISSIONS=" in done.stdout
+
+
+@needs_bwrap
+def test_sandbox_caps_processes(tmp_path):
+    nb = notebook(cell("import subprocess\nprocs = []\ntry:\n    for _ in range(200):\n"
+                       "        procs.append(subprocess.Popen(['sleep', '30']))\nexcept OSError:\n    pass\n"
+                       "print(len(procs))"))
+    executed, reason = sandbox.execute_notebook(nb, None, sandbox.Limits(max_processes=40, cell_timeout=20))
+    assert reason is None
+    started = int(executed.cells[0].outputs[0]["text"])
+    if sandbox.process_cap() == "none":
+        pytest.skip("root without a writable pids cgroup: no process cap can be enforced here")
+    assert started < 40
+
+
+@needs_bwrap
+def test_sandbox_wall_time_cap(tmp_path):
+    nb = notebook(*[cell("import time; time.sleep(2)") for _ in range(5)])
+    executed, reason = sandbox.execute_notebook(nb, None, sandbox.Limits(cell_timeout=10, wall_timeout=5))
+    assert executed is None and "ran longer than 5 s" in reason

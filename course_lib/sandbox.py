@@ -1,0 +1,241 @@
+"""Run a student's notebook in a bubblewrap sandbox with resource caps (used by grading).
+
+What the sandbox (``bwrap``) gives each submission:
+
+* its own mount namespace built from scratch: the system folders (``/usr``, ``/lib*``,
+  ``/bin``, ``/sbin``, ``/etc``), the Python installation, the virtual environment and
+  the ``course_lib`` package, all **read-only**; a private, empty ``/tmp`` (also ``HOME``);
+  and one writable folder holding a *copy* of the student's files. The project
+  (``solutions/``, the gradebook, other students' folders, the output folder, the user's
+  home) is simply not there;
+* no network (a new network namespace with loopback only), its own PID, IPC and UTS
+  namespaces, a new session (no access to the terminal), and it dies with the grader;
+* resource limits: the kernel's data memory (``RLIMIT_DATA``, heap and anonymous
+  mappings: what NumPy and PyTorch allocate; see :mod:`course_lib.sandbox_kernel`), and,
+  set with ``setrlimit`` before the sandbox starts, the
+  number of processes (a ``pids`` cgroup when one can be made, else ``RLIMIT_NPROC`` on
+  top of the user's current count; root ignores RLIMIT_NPROC, so root without cgroups has
+  no process cap: :func:`process_cap` says which applies), the size of any file written
+  (``RLIMIT_FSIZE``), and core dumps off;
+* a per-cell timeout (the cell is interrupted; later cells run) and a wall-time cap for
+  the whole submission (everything in the sandbox is killed).
+
+Without ``bwrap`` the same executor runs as a plain child process with the same
+resource limits but no filesystem or network isolation: only with ``unsafe=True``.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import sysconfig
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import nbformat
+from nbformat import NotebookNode
+
+import course_lib
+
+BWRAP_HELP = ("bubblewrap (bwrap) is needed to isolate student code: install it with "
+              "`sudo apt-get install bubblewrap` (Debian/Ubuntu) or `sudo dnf install bubblewrap`; "
+              "or grade without isolation with UNSAFE=1 (only for submissions you trust)")
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Resource caps for one submission; the defaults are the documented ones."""
+
+    cell_timeout: int = 60  # seconds one cell may run before it is interrupted
+    wall_timeout: int = 600  # seconds for the whole submission, kernel start included
+    memory_bytes: int = 4 * 2**30  # RLIMIT_DATA of the kernel (where student code runs)
+    max_processes: int = 64  # processes and threads of the sandbox's user
+    max_file_bytes: int = 256 * 2**20  # largest file any sandboxed process may write
+    max_output_chars: int = 100_000  # each cell output's text is cut to this length
+
+    def __post_init__(self) -> None:
+        for name in ("cell_timeout", "wall_timeout", "memory_bytes", "max_processes",
+                     "max_file_bytes", "max_output_chars"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+
+
+def bwrap_problem() -> str | None:
+    """None when bubblewrap can build a sandbox here, else a one-line explanation."""
+    bwrap = shutil.which("bwrap")
+    if bwrap is None:
+        return "bwrap is not installed; " + BWRAP_HELP
+    probe = subprocess.run([bwrap, "--ro-bind", "/", "/", "--unshare-all", "--die-with-parent", "true"],
+                           capture_output=True, text=True, timeout=30)
+    if probe.returncode != 0:
+        return f"bwrap cannot create namespaces here ({probe.stderr.strip()[:200]}); " + BWRAP_HELP
+    return None
+
+
+def _readonly_paths() -> list[str]:
+    """What the sandbox needs to see: the system, Python, the venv, course_lib."""
+    paths = ["/usr", "/bin", "/sbin", "/lib", "/lib64", "/lib32", "/libx32", "/etc"]
+    paths += [sys.base_prefix, sys.prefix, str(Path(course_lib.__file__).resolve().parent)]
+    paths += [sysconfig.get_paths()["stdlib"]]
+    seen, keep = set(), []
+    for p in paths:
+        real = os.path.realpath(p)
+        if os.path.exists(p) and p not in seen:
+            seen.add(p)
+            keep.append(p)
+            if real != p and real not in seen and os.path.exists(real):
+                seen.add(real)
+                keep.append(real)
+    return keep
+
+
+def _bwrap_command(box: Path) -> list[str]:
+    cmd = [shutil.which("bwrap") or "bwrap", "--unshare-all", "--die-with-parent", "--new-session",
+           "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]
+    for path in _readonly_paths():
+        cmd += ["--ro-bind", path, path]
+    cmd += ["--bind", str(box), "/sandbox", "--remount-ro", "/", "--chdir", "/sandbox/work",
+            "--setenv", "HOME", "/tmp", "--setenv", "TMPDIR", "/tmp"]
+    return cmd
+
+
+def _limit_resources(limits: Limits, nproc: int | None, cgroup: Path | None):
+    """The child's set-up before exec: rlimits, and joining the pids cgroup if there is one."""
+    def apply() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limits.max_file_bytes, limits.max_file_bytes))
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+        if nproc is not None:
+            resource.setrlimit(resource.RLIMIT_NPROC, (nproc, nproc))
+        if cgroup is not None:
+            (cgroup / "cgroup.procs").write_text(str(os.getpid()))
+    return apply
+
+
+def _own_cgroup_dirs() -> list[Path]:
+    """Folders where a child pids cgroup could be made (cgroup v1's pids hierarchy, or v2)."""
+    dirs = []
+    try:
+        lines = Path("/proc/self/cgroup").read_text().splitlines()
+    except OSError:
+        return dirs
+    for line in lines:
+        _, controllers, path = line.split(":", 2)
+        if "pids" in controllers.split(","):
+            dirs.append(Path("/sys/fs/cgroup/pids") / path.lstrip("/"))
+        elif controllers == "":  # cgroup v2
+            dirs.append(Path("/sys/fs/cgroup") / path.lstrip("/"))
+    return dirs
+
+
+def make_pids_cgroup(max_processes: int) -> Path | None:
+    """A fresh cgroup whose ``pids.max`` caps the sandbox's processes, or None if none can be made.
+
+    RLIMIT_NPROC does not bind root, so when grading as root this is the process cap.
+    """
+    for base in _own_cgroup_dirs():
+        group = base / f"course_sandbox_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+        try:
+            group.mkdir()
+        except OSError:
+            continue
+        try:
+            (group / "pids.max").write_text(str(max_processes))
+            return group
+        except OSError:
+            group.rmdir()
+    return None
+
+
+def _remove_cgroup(group: Path | None) -> None:
+    if group is None:
+        return
+    for _ in range(50):  # the sandbox's processes may take a moment to be reaped
+        try:
+            group.rmdir()
+            return
+        except OSError:
+            time.sleep(0.1)
+
+
+def process_cap() -> str:
+    """How the process cap is enforced here: "cgroup", "rlimit", or "none" (root without cgroups)."""
+    group = make_pids_cgroup(64)
+    if group is not None:
+        _remove_cgroup(group)
+        return "cgroup"
+    return "rlimit" if os.getuid() != 0 else "none"
+
+
+def _copy_regular_files(src: Path, dst: Path) -> None:
+    """Copy a student's folder: regular files and folders only (links are dropped), and no
+    notebooks (the graded ones hold the hidden tests; the executor gets its own copy)."""
+    for root, dirs, files in os.walk(src, followlinks=False):
+        rel = Path(root).relative_to(src)
+        (dst / rel).mkdir(parents=True, exist_ok=True)
+        dirs[:] = [d for d in dirs if not (Path(root) / d).is_symlink()]
+        for name in files:
+            path = Path(root) / name
+            if path.is_file() and not path.is_symlink() and path.suffix != ".ipynb":
+                shutil.copyfile(path, dst / rel / name)
+
+
+def execute_notebook(nb: NotebookNode, files: Path | None, limits: Limits = Limits(), *,
+                     unsafe: bool = False) -> tuple[NotebookNode | None, str | None]:
+    """Execute ``nb`` in a sandbox next to a copy of the student's other files.
+
+    Args:
+        nb: the (already sanitized) notebook to run.
+        files: the student's folder whose regular files are copied next to the notebook.
+        limits: resource caps.
+        unsafe: run without bubblewrap (resource limits only).
+
+    Returns:
+        ``(executed notebook, None)``, or ``(None, reason)`` when nothing usable came back
+        (wall time exceeded, output too large, the executor itself failed).
+    """
+    with tempfile.TemporaryDirectory(prefix="course_sandbox_") as tmp:
+        box = Path(tmp)
+        work = box / "work"
+        work.mkdir()
+        if files is not None:
+            _copy_regular_files(files, work)
+        name = "submission.ipynb"
+        nbformat.write(nb, work / name)
+        if unsafe:  # same executor and limits, no namespaces: paths are the real ones
+            source, target, cwd, prefix = str(work / name), str(box / f"{name}.out"), work, []
+        else:
+            source, target, cwd, prefix = name, f"/sandbox/{name}.out", None, _bwrap_command(box)
+        cmd = prefix + [sys.executable, "-m", "course_lib.sandbox_exec", source, target,
+                        str(limits.cell_timeout), str(limits.max_output_chars), str(limits.memory_bytes)]
+        env = {"PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin", "LANG": "C.UTF-8",
+               "HOME": "/tmp", "TMPDIR": "/tmp", "JUPYTER_RUNTIME_DIR": "/tmp/jupyter",
+               "IPYTHONDIR": "/tmp/ipython", "MPLCONFIGDIR": "/tmp/matplotlib", "MPLBACKEND": "Agg",
+               "PYTHONDONTWRITEBYTECODE": "1", "OMP_NUM_THREADS": "1"}
+        cgroup = make_pids_cgroup(limits.max_processes)
+        # RLIMIT_NPROC counts all of this user's processes: allow the ones already running
+        nproc = None if cgroup is not None or os.getuid() == 0 else _user_process_count() + limits.max_processes
+        try:
+            done = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True,
+                                  timeout=limits.wall_timeout, start_new_session=True,
+                                  preexec_fn=_limit_resources(limits, nproc, cgroup))
+        except subprocess.TimeoutExpired:
+            return None, f"the whole submission ran longer than {limits.wall_timeout} s and was stopped"
+        finally:
+            _remove_cgroup(cgroup)
+        out = box / f"{name}.out"
+        if out.is_symlink() or not out.is_file():
+            detail = "memory limit" if "MemoryError" in done.stderr else "the executor failed"
+            return None, f"the notebook could not be executed ({detail})"
+        if out.stat().st_size >= limits.max_file_bytes:
+            return None, f"output too large (over {limits.max_file_bytes // 2**20} MiB)"
+        try:
+            return nbformat.read(out, as_version=4), None
+        except Exception:  # a half-written or tampered file
+            return None, "the executed notebook came back unreadable"

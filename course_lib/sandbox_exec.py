@@ -1,0 +1,125 @@
+"""Execute one notebook, cell by cell; the program that runs *inside* the grading sandbox.
+
+Usage: ``python -m course_lib.sandbox_exec IN.ipynb OUT.ipynb CELL_TIMEOUT MAX_OUTPUT_CHARS MEMORY_BYTES``
+
+Reads IN and deletes it (it holds the hidden tests), then runs every code cell in a fresh
+kernel (cwd: IN's folder) with nbclient, errors allowed.
+What nbgrader's own executor would leave ambiguous is made explicit, because a grade
+cell with no error output scores full marks:
+
+* a cell that runs past ``CELL_TIMEOUT`` seconds is interrupted and gets a
+  ``CellTimeoutError`` output; the next cells still run;
+* a cell whose execute reply says "error" but shows no error output (an exception
+  swallowed by a custom handler) gets one;
+* if the kernel dies (``os._exit``, a crash, the memory cap), the cell that was running
+  gets a ``DeadKernelError`` output and every later code cell a ``NotExecuted`` one,
+  so no test cell can pass without having run;
+* each output's text is cut to ``MAX_OUTPUT_CHARS`` characters.
+
+The trusted side re-checks all of this; this program only makes it visible.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+import time
+
+import nbformat
+from nbclient import NotebookClient
+from nbclient.exceptions import DeadKernelError
+from nbformat import NotebookNode
+
+
+def _error(ename: str, evalue: str) -> NotebookNode:
+    return nbformat.v4.new_output("error", ename=ename, evalue=evalue, traceback=[f"{ename}: {evalue}"])
+
+
+def _truncate(cell: NotebookNode, limit: int) -> None:
+    for output in cell.get("outputs", []):
+        if isinstance(output.get("text"), str) and len(output["text"]) > limit:
+            output["text"] = output["text"][:limit] + f"\n[... output cut at {limit} characters]\n"
+        data = output.get("data", {})
+        for key, value in list(data.items()):
+            if isinstance(value, str) and len(value) > limit:
+                data[key] = value[:limit]
+        if "traceback" in output and sum(len(t) for t in output["traceback"]) > limit:
+            output["traceback"] = output["traceback"][:5] + ["[... traceback cut]"] + output["traceback"][-5:]
+
+
+class _CappedClient(NotebookClient):
+    """nbclient that stops storing a cell's outputs past a size cap, so that a cell
+    printing gigabytes cannot exhaust the executor's memory."""
+
+    max_chars: int = 100_000
+
+    def output(self, outs, msg, display_id, cell_index):
+        stored = sum(len(str(o.get("text", ""))) + len(str(o.get("data", ""))) for o in outs)
+        if stored > 2 * self.max_chars:
+            if not outs or outs[-1].get("name") != "cut":
+                outs.append(nbformat.v4.new_output("stream", name="stdout",
+                                                   text=f"\n[... further output dropped]\n"))
+                outs[-1]["name"] = "cut"
+            return None
+        return super().output(outs, msg, display_id, cell_index)
+
+
+def _capped_kernelspec(memory_bytes: int) -> str:
+    """Register a kernel that starts under the memory cap; returns its name."""
+    root = tempfile.mkdtemp(prefix="kernelspec_")
+    folder = os.path.join(root, "kernels", "course-sandbox")
+    os.makedirs(folder)
+    spec = {"argv": [sys.executable, "-m", "course_lib.sandbox_kernel", str(memory_bytes),
+                     "-f", "{connection_file}"],
+            "display_name": "Python 3 (grading sandbox)", "language": "python"}
+    with open(os.path.join(folder, "kernel.json"), "w") as f:
+        json.dump(spec, f)
+    os.environ["JUPYTER_PATH"] = root
+    return "course-sandbox"
+
+
+def run(in_path: str, out_path: str, cell_timeout: int, max_chars: int, memory_bytes: int) -> None:
+    nb = nbformat.read(in_path, as_version=4)
+    os.remove(in_path)  # it holds the hidden tests: student code must not read it from disk
+    folder = in_path.rsplit("/", 1)[0] if "/" in in_path else "."
+
+    def on_cell_executed(cell, cell_index, execute_reply):
+        content = execute_reply.get("content", {}) if execute_reply else {}
+        if content.get("status") == "error" and not any(o.output_type == "error" for o in cell.outputs):
+            cell.outputs.append(_error(content.get("ename", "Error"), content.get("evalue", "")))
+
+    timeout_error = {"ename": "CellTimeoutError", "evalue": f"the cell ran longer than {cell_timeout} s",
+                     "traceback": [f"CellTimeoutError: the cell ran longer than {cell_timeout} s and was interrupted"]}
+    client = _CappedClient(nb, timeout=cell_timeout, interrupt_on_timeout=True, allow_errors=True,
+                            error_on_timeout=timeout_error,
+                            kernel_name=_capped_kernelspec(memory_bytes), record_timing=False,
+                            resources={"metadata": {"path": folder}},
+                            on_cell_executed=on_cell_executed)
+    client.max_chars = max_chars
+    code_cells = [i for i, c in enumerate(nb.cells) if c.cell_type == "code"]
+    with client.setup_kernel():
+        for position, index in enumerate(code_cells):
+            cell = nb.cells[index]
+            start = time.monotonic()
+            try:
+                client.execute_cell(cell, index)
+                interrupted = any(o.get("ename") == "KeyboardInterrupt" for o in cell.outputs)
+                if interrupted and time.monotonic() - start >= cell_timeout:
+                    cell.outputs.append(_error(**{k: timeout_error[k] for k in ("ename", "evalue")}))
+            except DeadKernelError:
+                cell.outputs.append(_error("DeadKernelError", "the kernel died while running this cell"))
+                for later in code_cells[position + 1:]:
+                    nb.cells[later].outputs = [_error("NotExecuted", "not run: the kernel died in an earlier cell")]
+                break
+    for cell in nb.cells:
+        for output in cell.get("outputs", []):
+            if output.get("name") == "cut":
+                output["name"] = "stdout"
+        _truncate(cell, max_chars)
+    nbformat.write(nb, out_path)
+
+
+if __name__ == "__main__":
+    run(sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]))

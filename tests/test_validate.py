@@ -1,0 +1,50 @@
+"""`make validate NOTEBOOK=...`: a student's check before hand-in, in the student's words."""
+
+import subprocess
+import sys
+
+import nbformat
+import pytest
+
+from course_lib import validate
+from course_lib.release import generate_release
+from nbgrader_helpers import square_assignment
+
+pytestmark = pytest.mark.grading
+
+
+@pytest.fixture(scope="module")
+def notebooks(tmp_path_factory):
+    root = tmp_path_factory.mktemp("validate")
+    (root / "solutions" / "sq").mkdir(parents=True)
+    nbformat.write(square_assignment(), root / "solutions" / "sq" / "sq.ipynb")
+    release = generate_release("sq", root / "release", source_root=root / "solutions") / "sq.ipynb"
+    wrong = nbformat.read(root / "solutions" / "sq" / "sq.ipynb", as_version=4)
+    wrong.cells[3].source = "def cube(x):\n    return x * x"
+    nbformat.write(wrong, root / "wrong.ipynb")
+    return {"solution": root / "solutions" / "sq" / "sq.ipynb", "release": release, "wrong": root / "wrong.ipynb"}
+
+
+def test_untouched_release_lists_every_task(notebooks):
+    problems = validate.check(notebooks["release"])
+    assert "The task in cell square is not done yet (it still raises NotImplementedError)." in problems
+    assert "The task in cell cube is not done yet (it still raises NotImplementedError)." in problems
+    assert "You have not answered the written question in cell why yet." in problems
+    assert "The visible tests in cell test_square cannot pass until the tasks they test are done." in problems
+
+
+def test_a_failing_visible_test_is_named(notebooks):
+    assert validate.check(notebooks["wrong"]) == ["The visible tests in cell test_cube fail: AssertionError"]
+
+
+def test_command_line_exit_codes(notebooks, tmp_path):
+    def run(path):
+        return subprocess.run([sys.executable, "-m", "course_lib.validate", str(path)],
+                              capture_output=True, text=True, timeout=300)
+
+    ok = run(notebooks["solution"])
+    assert ok.returncode == 0 and "every visible test passes" in ok.stdout
+    bad = run(notebooks["release"])
+    assert bad.returncode == 1 and "to fix before you hand in" in bad.stdout
+    (tmp_path / "broken.ipynb").write_text("{ not json")
+    assert run(tmp_path / "broken.ipynb").returncode == 2

@@ -160,18 +160,6 @@ def _check_submission(folder: Path, student: str, assignment: str, src: _Source)
     return None, notes
 
 
-def _copy_submission(src: Path, dst: Path) -> None:
-    """Copy regular files and folders only: a link could point at solutions/ or the gradebook."""
-    for root, dirs, files in os.walk(src, followlinks=False):
-        rel = Path(root).relative_to(src)
-        (dst / rel).mkdir(parents=True, exist_ok=True)
-        dirs[:] = [d for d in dirs if not (Path(root) / d).is_symlink()]
-        for name in files:
-            path = Path(root) / name
-            if path.is_file() and not path.is_symlink():
-                shutil.copyfile(path, dst / rel / name)
-
-
 def _unpack_zip(path: Path, dest: Path, assignment: str) -> Path:
     """Unpack an LMS export safely (no absolute paths, no '..', no links, bounded size)."""
     total = 0
@@ -375,7 +363,7 @@ def grade_submissions(submissions: Path, assignment: str, out: Path, *,
                 target = course / "submitted" / s / assignment
                 if target.exists():
                     shutil.rmtree(target)
-                _copy_submission(submissions / s / assignment, target)
+                sandbox.copy_regular_files(submissions / s / assignment, target)
                 runnable.append(s)
         bar = tqdm(total=len(students), desc=f"grading {assignment}", unit="student", disable=not progress)
         failed = len(rows)

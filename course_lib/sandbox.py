@@ -173,16 +173,17 @@ def process_cap() -> str:
     return "rlimit" if os.getuid() != 0 else "none"
 
 
-def _copy_regular_files(src: Path, dst: Path) -> None:
-    """Copy a student's folder: regular files and folders only (links are dropped), and no
-    notebooks (the graded ones hold the hidden tests; the executor gets its own copy)."""
+def copy_regular_files(src: Path, dst: Path, *, notebooks: bool = True) -> None:
+    """Copy a student's folder: regular files and folders only. Links are dropped (one could
+    point at solutions/ or the gradebook); so are notebooks unless ``notebooks`` (in the
+    sandbox the graded ones would hold the hidden tests: the executor gets its own copy)."""
     for root, dirs, files in os.walk(src, followlinks=False):
         rel = Path(root).relative_to(src)
         (dst / rel).mkdir(parents=True, exist_ok=True)
         dirs[:] = [d for d in dirs if not (Path(root) / d).is_symlink()]
         for name in files:
             path = Path(root) / name
-            if path.is_file() and not path.is_symlink() and path.suffix != ".ipynb":
+            if path.is_file() and not path.is_symlink() and (notebooks or path.suffix != ".ipynb"):
                 shutil.copyfile(path, dst / rel / name)
 
 
@@ -205,7 +206,7 @@ def execute_notebook(nb: NotebookNode, files: Path | None, limits: Limits = Limi
         work = box / "work"
         work.mkdir()
         if files is not None:
-            _copy_regular_files(files, work)
+            copy_regular_files(files, work, notebooks=False)
         name = "submission.ipynb"
         nbformat.write(nb, work / name)
         if unsafe:  # same executor and limits, no namespaces: paths are the real ones

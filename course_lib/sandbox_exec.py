@@ -27,10 +27,14 @@ import sys
 import tempfile
 import time
 
-import nbformat
-from nbclient import NotebookClient
-from nbclient.exceptions import DeadKernelError
-from nbformat import NotebookNode
+# jsonschema builds an RFC 3987 grammar when rfc3987_syntax is installed: over a second at
+# every start of this program, for a URL format check no notebook here needs. Skip it.
+sys.modules.setdefault("rfc3987_syntax", None)  # type: ignore[arg-type]
+
+import nbformat  # noqa: E402
+from nbclient import NotebookClient  # noqa: E402
+from nbclient.exceptions import DeadKernelError  # noqa: E402
+from nbformat import NotebookNode  # noqa: E402
 
 
 def _error(ename: str, evalue: str) -> NotebookNode:

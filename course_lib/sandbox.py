@@ -10,6 +10,9 @@ What the sandbox (``bwrap``) gives each submission:
   home) is simply not there;
 * no network (a new network namespace with loopback only), its own PID, IPC and UTS
   namespaces, a new session (no access to the terminal), and it dies with the grader;
+* no capabilities (``--cap-drop ALL``): graded as root, bwrap would otherwise leave the
+  sandbox every capability of its user namespace, and with CAP_SYS_ADMIN student code can
+  remount the read-only folders read-write and change the venv or ``course_lib``;
 * resource limits: the kernel's data memory (``RLIMIT_DATA``, heap and anonymous
   mappings: what NumPy and PyTorch allocate; see :mod:`course_lib.sandbox_kernel`), and,
   set with ``setrlimit`` before the sandbox starts, the
@@ -97,7 +100,9 @@ def _readonly_paths() -> list[str]:
 
 
 def _bwrap_command(box: Path) -> list[str]:
-    cmd = [shutil.which("bwrap") or "bwrap", "--unshare-all", "--die-with-parent", "--new-session",
+    # --cap-drop ALL: run as root, bwrap would otherwise keep the capabilities of its new user
+    # namespace, and CAP_SYS_ADMIN there can remount the read-only binds read-write
+    cmd = [shutil.which("bwrap") or "bwrap", "--unshare-all", "--cap-drop", "ALL", "--die-with-parent", "--new-session",
            "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]
     for path in _readonly_paths():
         cmd += ["--ro-bind", path, path]

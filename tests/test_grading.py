@@ -60,6 +60,8 @@ CASES = {
                 "the kernel died in cell cube; later cells did not run and score 0"),
     "chatty": ("100 MB of printed output, correct answers", "graded", 5, ""),
     "vandal": ("writes to ../, the project, the gradebook, the output; correct answers", "graded", 5, ""),
+    "escaper": ("remounts the venv and course_lib read-write and writes there; correct answers",
+                "graded", 5, ""),
     "snoop": ("walks up from its folder to read solutions/, answers nothing", "graded", 0, ""),
     "swallow": ("a custom exception handler that hides failed asserts, wrong answers", "graded", 0, ""),
 }
@@ -81,6 +83,21 @@ try:
     sqlite3.connect("{out}/gradebook.db").execute("update grade set auto_score = 0")
 except Exception:
     pass
+"""
+
+ESCAPER = """\
+import ctypes, os, subprocess
+def square(x):
+    return x * x
+libc = ctypes.CDLL(None, use_errno=True)
+for target in ["{repo}/course_lib", "{venv}", "/sandbox"]:
+    subprocess.run(["mount", "-o", "remount,bind,rw", target], capture_output=True)
+    libc.mount(None, target.encode(), None, 32 | 4096, None)  # MS_REMOUNT | MS_BIND, without MS_RDONLY
+    try:
+        with open(os.path.join(target, "pwned.txt"), "w") as f:
+            f.write("pwned")
+    except OSError:
+        pass
 """
 
 SNOOP = """\
@@ -140,7 +157,7 @@ def _build_class(root: Path) -> tuple[Path, Path]:
     other = nbformat.read(generate_release("cubes", root / "release", source_root=source) / "c.ipynb",
                           as_version=4)
     subs, out = root / "submissions", root / "out"
-    fill = {"repo": REPO, "out": out, "subs": subs, "source": source}
+    fill = {"repo": REPO, "out": out, "subs": subs, "source": source, "venv": Path(sys.prefix)}
     notebooks = {
         "alice": solution,
         "bob": release,
@@ -156,6 +173,7 @@ def _build_class(root: Path) -> tuple[Path, Path]:
         "crasher": _edit(solution, "cube", "import ctypes\nctypes.string_at(0)"),
         "chatty": _edit(solution, "square", SOLUTION_SQUARE + "\nprint('x' * 100_000_000)"),
         "vandal": _edit(solution, "square", VANDAL.format(**fill)),
+        "escaper": _edit(solution, "square", ESCAPER.format(**fill)),
         "snoop": _edit(release, "square", SNOOP.format(**fill)),
         "swallow": _edit(_edit(release, "square",
                                "get_ipython().set_custom_exc((Exception,), lambda *a, **k: None)\n"
@@ -230,6 +248,7 @@ def test_nothing_outside_the_sandbox_changes(graded):
         before, after = graded["before"][where], graded["after"][where]
         changed = sorted(k for k in set(before) | set(after) if before.get(k) != after.get(k))
         assert not changed, f"grading changed files in {where}: {changed[:10]}"
+    assert not (REPO / "course_lib" / "pwned.txt").exists() and not (Path(sys.prefix) / "pwned.txt").exists()
     for name in ("x.txt", "pwned.txt"):
         assert not (graded["root"] / name).exists() and not (graded["root"].parent / name).exists()
 

@@ -342,3 +342,167 @@ def fgsm_rs_attack(*, alpha_ratio: float = 1.25, generator: torch.Generator | No
     attack = pgd_attack(1, alpha_ratio=alpha_ratio, random_start=True, generator=generator)
     attack.__name__ = "fgsm_rs"
     return attack
+
+
+# ---------------------------------------------------------------------------
+# Gaussian noise-augmented training (lecture 5, randomized smoothing)
+# ---------------------------------------------------------------------------
+
+class GaussianNoiseLoss:
+    """Cross-entropy of the model at ``x + noise``, ``noise ~ N(0, sigma^2 I)`` drawn afresh per batch.
+
+    Randomized smoothing (``course_lib.smoothing``) certifies ``g(x) = argmax_c P(f(x + noise) = c)``;
+    the certificate grows with the probability of the top class under noise, so the base
+    classifier ``f`` is trained on the noise it will be queried with (Cohen et al. 2019).
+
+    The noisy input is **not** clipped to [0, 1], as in Cohen et al.: ``Smooth`` queries f at
+    unclipped ``x + noise`` (the theorem is about Gaussian noise, and clipping would change its
+    distribution), so training sees the same distribution as certification.
+
+    Evaluation uses noise too: under ``torch.no_grad()`` (``evaluate``, the validation pass of
+    ``train``) the loss and logits are at noisy inputs, so the reported accuracy is f's accuracy
+    under noise, the average over examples of ``P(f(x + noise) = y)``, an estimate of how often the
+    smoothed classifier's votes go to the right class, not its clean accuracy. Pass
+    ``cross_entropy_loss`` to ``evaluate`` for the clean accuracy.
+
+    Attributes:
+        sigma: the noise standard deviation, in input units.
+        generator: seeds the noise (on the inputs' device); None: PyTorch's global generator.
+    """
+
+    def __init__(self, sigma: float, *, generator: torch.Generator | None = None) -> None:
+        if isinstance(sigma, bool) or not isinstance(sigma, (int, float)) or not 0 <= sigma < float("inf"):
+            raise ValueError(f"sigma must be a finite number >= 0, got {sigma!r}")
+        if generator is not None and not isinstance(generator, torch.Generator):
+            raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
+        self.sigma = float(sigma)
+        self.generator = generator
+
+    def __call__(self, model: nn.Module, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+        """The batch loss at ``x + noise``.
+
+        Args:
+            model: maps x (N, ...) to logits (N, K).
+            x: inputs (N, ...), floating point; noise of x's shape, dtype and device is added.
+            y: int64 labels (N,).
+
+        Returns:
+            ``(loss, logits)``: mean cross-entropy and (N, K) logits at the noisy inputs.
+        """
+        noise = torch.randn(x.shape, generator=self.generator, dtype=x.dtype, device=x.device)
+        logits = model(x + self.sigma * noise)
+        return F.cross_entropy(logits, y), logits
+
+    def __repr__(self) -> str:
+        return f"GaussianNoiseLoss(sigma={self.sigma:g})"
+
+
+def gaussian_noise_loss(sigma: float, *, generator: torch.Generator | None = None) -> GaussianNoiseLoss:
+    """The batch loss of Gaussian noise-augmented training, for randomized smoothing.
+
+    ``train(model, loader, batch_loss=gaussian_noise_loss(0.25))`` trains a base classifier for
+    ``course_lib.smoothing.Smooth(model, num_classes, sigma=0.25)``.
+
+    Args:
+        sigma: noise standard deviation, >= 0, in input units (0 is standard training).
+        generator: seeds the noise; a ``torch.Generator`` on the inputs' device.
+
+    Returns:
+        A :class:`GaussianNoiseLoss`, a ``BatchLoss`` ``(model, x, y) -> (loss, logits)``: the
+        cross-entropy at ``x + N(0, sigma^2 I)``, not clipped to [0, 1]; noisy under ``evaluate`` too.
+
+    Raises:
+        ValueError: if sigma is not a finite number >= 0.
+        TypeError: if generator is not a ``torch.Generator``.
+    """
+    return GaussianNoiseLoss(sigma, generator=generator)
+
+
+# ---------------------------------------------------------------------------
+# IBP training (lecture 4): minimize an upper bound on the worst-case loss
+# ---------------------------------------------------------------------------
+
+class IBPLoss:
+    """The robust loss of IBP training (Gowal et al. 2018), with an epsilon ramp.
+
+    ``loss = gamma * CE(y, model(x)) + (1 - gamma) * CE(y, z_worst)`` where ``z_worst`` are the
+    worst-case logits of :func:`course_lib.ibp.worst_case_logits`: minus the IBP lower bounds
+    on the margins ``z_y - z_j`` over the clipped eps-box (0 for the true class). Since the
+    cross-entropy only grows when the true logit drops and the others rise, ``CE(y, z_worst)``
+    upper-bounds the cross-entropy at every input of the box, so driving it down trains a
+    network IBP can certify. ``gamma`` weighs the clean fit (Gowal et al.'s kappa, ending at 0.5).
+
+    Epsilon ramp as in :class:`AdversarialLoss`: ``eps_t = eps * min(1, t / ramp_batches)`` at
+    the t-th (0-based) training batch (gradients enabled); under ``torch.no_grad()`` (``evaluate``)
+    the full ``eps`` is used and the counter does not move. Without a ramp IBP training at a large
+    eps usually collapses: the bounds of a random network are huge.
+
+    Attributes:
+        eps, gamma, ramp_batches, fold_last: as given.
+        batches: training batches seen so far.
+        eps_history: the eps used at each training batch so far.
+    """
+
+    def __init__(self, eps: float, *, gamma: float = 0.5, ramp_batches: int = 0, fold_last: bool = True) -> None:
+        if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not 0 <= eps < float("inf"):
+            raise ValueError(f"eps must be a finite number >= 0, got {eps!r}")
+        if isinstance(gamma, bool) or not isinstance(gamma, (int, float)) or not 0 <= gamma <= 1:
+            raise ValueError(f"gamma must be a number in [0, 1], got {gamma!r}")
+        if isinstance(ramp_batches, bool) or not isinstance(ramp_batches, int) or ramp_batches < 0:
+            raise ValueError(f"ramp_batches must be an integer >= 0, got {ramp_batches!r}")
+        self.eps, self.gamma = float(eps), float(gamma)
+        self.ramp_batches, self.fold_last = ramp_batches, fold_last
+        self.batches = 0
+        self.eps_history: list[float] = []
+
+    def eps_at(self, batch: int) -> float:
+        """The radius used at training batch ``batch`` (0-based): ``eps * min(1, batch / ramp_batches)``."""
+        if self.ramp_batches == 0 or batch >= self.ramp_batches:
+            return self.eps
+        return self.eps * max(batch, 0) / self.ramp_batches
+
+    def __call__(self, model: nn.Module, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+        """The robust loss of the batch.
+
+        Args:
+            model: an IBP-supported ``nn.Sequential`` mapping x (N, ...) to logits (N, K).
+            x: inputs (N, ...) in [0, 1].
+            y: int64 labels (N,).
+
+        Returns:
+            ``(loss, logits)``: the scalar robust loss and the clean (N, K) logits (accuracy is
+            counted on clean inputs).
+        """
+        from course_lib.ibp import worst_case_logits  # here: train.py is imported by every lecture
+
+        training = torch.is_grad_enabled()
+        eps = self.eps_at(self.batches) if training else self.eps
+        if training:
+            self.batches += 1
+            self.eps_history.append(eps)
+        logits = model(x)
+        worst = worst_case_logits(model, x, y, eps, fold_last=self.fold_last)
+        loss = self.gamma * F.cross_entropy(logits, y) + (1 - self.gamma) * F.cross_entropy(worst, y)
+        return loss, logits
+
+    def __repr__(self) -> str:
+        return (f"IBPLoss(eps={self.eps:g}, gamma={self.gamma:g}, ramp_batches={self.ramp_batches}, "
+                f"fold_last={self.fold_last})")
+
+
+def ibp_loss(eps: float, *, gamma: float = 0.5, ramp_batches: int = 0, fold_last: bool = True) -> IBPLoss:
+    """The batch loss of IBP training: ``train(model, loader, batch_loss=ibp_loss(0.1, ramp_batches=200))``.
+
+    Args:
+        eps: target L-inf radius, >= 0, in input units.
+        gamma: weight of the clean cross-entropy, in [0, 1]; ``1 - gamma`` weighs the worst case.
+        ramp_batches: grow eps linearly from 0 over this many training batches (0: none).
+        fold_last: fold the last Linear layer into the margins (tighter bounds).
+
+    Returns:
+        An :class:`IBPLoss`; it counts training batches, so use a fresh one per training run.
+
+    Raises:
+        ValueError: for eps < 0, gamma outside [0, 1], or ramp_batches not an integer >= 0.
+    """
+    return IBPLoss(eps, gamma=gamma, ramp_batches=ramp_batches, fold_last=fold_last)

@@ -1,0 +1,364 @@
+"""course_lib.ibp: interval arithmetic against brute force, and soundness of the network bounds
+on many random MLPs and CNNs against sampled points, box corners and PGD on each logit."""
+
+import itertools
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from course_lib import attacks, ibp
+
+pytestmark = pytest.mark.attacks
+
+
+def _tol(*tensors, dtype):
+    # Soundness holds in exact arithmetic; in floating point the bounds (mu +- r, summed in one
+    # order) and the forward pass at a sampled point (summed in another) round differently, by a
+    # few ulps of the largest magnitudes involved. So "inside" is checked up to a relative 1e-5
+    # in float32 (1e-10 in float64) of the largest |bound|: far below any real violation.
+    scale = max(float(t.detach().abs().max()) for t in tensors) + 1.0
+    return (1e-5 if dtype == torch.float32 else 1e-10) * scale
+
+
+# ---------------------------------------------------------------------------
+# one layer
+# ---------------------------------------------------------------------------
+
+def test_by_hand_scalar_example():
+    lo, hi = ibp.interval_affine(2.0, 4.0, 5.0)
+    assert (float(lo), float(hi)) == (10.0, 20.0)
+    lo, hi = ibp.interval_affine(2, 4, -5, 1)  # a negative weight swaps the ends: [-19, -9]
+    assert (float(lo), float(hi)) == (-19.0, -9.0)
+    lo, hi = ibp.interval_affine(torch.tensor(2.0), torch.tensor(4.0), torch.tensor(5.0))
+    assert lo.ndim == 0 and lo.dtype == torch.float32 and (float(lo), float(hi)) == (10.0, 20.0)
+
+
+@pytest.mark.parametrize("seed", range(25))
+def test_interval_affine_matches_corner_enumeration(seed):
+    g = torch.Generator().manual_seed(seed)
+    n_in, n_out, n = int(torch.randint(1, 7, (), generator=g)), int(torch.randint(1, 6, (), generator=g)), 3
+    W = torch.randn(n_out, n_in, generator=g, dtype=torch.float64)
+    b = torch.randn(n_out, generator=g, dtype=torch.float64)
+    lo = torch.randn(n, n_in, generator=g, dtype=torch.float64)
+    hi = lo + torch.rand(n, n_in, generator=g, dtype=torch.float64) * (seed % 3)  # width 0 when seed % 3 == 0
+    lb, ub = ibp.interval_affine(lo, hi, W, b)
+    assert lb.shape == (n, n_out)
+    for i in range(n):
+        corners = torch.tensor(list(itertools.product(*zip(lo[i].tolist(), hi[i].tolist()))), dtype=torch.float64)
+        out = corners @ W.T + b  # an affine map attains its extremes over a box at corners
+        torch.testing.assert_close(lb[i], out.min(0).values)
+        torch.testing.assert_close(ub[i], out.max(0).values)
+    lb1, ub1 = ibp.interval_affine(lo[0], hi[0], W, b)  # one vector (in,)
+    torch.testing.assert_close((lb1, ub1), (lb[0], ub[0]))
+
+
+def test_interval_affine_bad_input():
+    W = torch.ones(2, 3)
+    with pytest.raises(ValueError, match="lower <= upper"):
+        ibp.interval_affine(torch.tensor([0.0, 1.0, 2.0]), torch.tensor([1.0, 0.0, 3.0]), W)
+    with pytest.raises(ValueError, match="same shape"):
+        ibp.interval_affine(torch.zeros(3), torch.ones(4), W)
+    with pytest.raises(ValueError, match="to match W"):
+        ibp.interval_affine(torch.zeros(4), torch.ones(4), W)
+    with pytest.raises(ValueError, match="W must be"):
+        ibp.interval_affine(torch.zeros(3), torch.ones(3), torch.ones(2, 3, 1))
+    with pytest.raises(ValueError, match="b must be"):
+        ibp.interval_affine(torch.zeros(3), torch.ones(3), W, torch.ones(3))
+    with pytest.raises(TypeError, match="lower"):
+        ibp.interval_affine("0", 1.0, 2.0)
+    with pytest.raises(ValueError, match="nan"):
+        ibp.interval_affine(float("nan"), 1.0, 2.0)
+
+
+@pytest.mark.parametrize("fn, name", [(torch.relu, "interval_relu"), (torch.sigmoid, "interval_sigmoid"),
+                                      (torch.tanh, "interval_tanh")])
+def test_monotone_activations_bound_dense_samples(fn, name):
+    g = torch.Generator().manual_seed(0)
+    lo = 3 * torch.randn(50, generator=g, dtype=torch.float64)
+    hi = lo + 2 * torch.rand(50, generator=g, dtype=torch.float64)
+    lb, ub = getattr(ibp, name)(lo, hi)
+    t = torch.linspace(0, 1, 1001, dtype=torch.float64)[:, None]
+    values = fn(lo + t * (hi - lo))
+    # tight: a monotone function reaches both ends of its image at the interval's ends
+    torch.testing.assert_close(lb, values.min(0).values)
+    torch.testing.assert_close(ub, values.max(0).values)
+    with pytest.raises(ValueError, match="lower <= upper"):
+        getattr(ibp, name)(hi + 1, hi)
+
+
+@pytest.mark.parametrize("kwargs", [dict(), dict(stride=2, padding=1), dict(padding=2, padding_mode="reflect"),
+                                    dict(padding=1, padding_mode="circular", dilation=2),
+                                    dict(groups=2, padding=1, padding_mode="replicate")])
+def test_interval_conv2d_equals_the_affine_map_of_its_matrix(kwargs):
+    torch.manual_seed(0)
+    conv = nn.Conv2d(2, 4, 3, **kwargs).double()
+    shape = (2, 6, 5)
+    d = math.prod(shape)
+    with torch.no_grad():
+        basis = torch.eye(d, dtype=torch.float64).view(d, *shape)
+        W = (conv(basis) - conv(torch.zeros(1, *shape, dtype=torch.float64))).flatten(1).T  # (out, in)
+        b = conv(torch.zeros(1, *shape, dtype=torch.float64)).flatten()
+    g = torch.Generator().manual_seed(1)
+    lo = torch.randn(3, *shape, generator=g, dtype=torch.float64)
+    hi = lo + torch.rand(3, *shape, generator=g, dtype=torch.float64)
+    lb, ub = ibp.interval_conv2d(lo, hi, conv)
+    lb_ref, ub_ref = ibp.interval_affine(lo.flatten(1), hi.flatten(1), W, b)
+    if conv.padding_mode == "zeros":  # each input meets a kernel window once: exact
+        torch.testing.assert_close(lb.flatten(1), lb_ref)
+        torch.testing.assert_close(ub.flatten(1), ub_ref)
+    else:  # inputs copied into the padding can meet a window twice: sound, possibly looser
+        assert (lb.flatten(1) <= lb_ref + 1e-12).all() and (ub.flatten(1) >= ub_ref - 1e-12).all()
+        torch.testing.assert_close((lb + ub).flatten(1), lb_ref + ub_ref)  # the centre is exact
+
+
+# ---------------------------------------------------------------------------
+# random networks
+# ---------------------------------------------------------------------------
+
+def _random_case(seed, dtype=torch.float64):
+    """A random MLP or CNN (random depth, widths, activations) and a batch with pixels near 0 and 1."""
+    g = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    rint = lambda a, b: int(torch.randint(a, b, (), generator=g))  # noqa: E731
+    k = rint(2, 6)
+    acts = [nn.ReLU, nn.ReLU, nn.Tanh, nn.Sigmoid]
+    if seed % 2 == 0:  # MLP on (d,) or (1, h, w)
+        shape = (rint(1, 9),) if seed % 4 == 0 else (1, rint(2, 4), rint(2, 4))
+        layers, width = ([] if len(shape) == 1 else [nn.Flatten()]), math.prod(shape)
+        for _ in range(rint(0, 4)):
+            w = rint(2, 20)
+            layers += [nn.Linear(width, w), acts[rint(0, 4)]()]
+            width = w
+        layers.append(nn.Linear(width, k))
+    else:  # CNN
+        c, h = rint(1, 3), rint(4, 8)
+        shape = (c, h, h)
+        ch = rint(2, 5)
+        layers = [nn.Conv2d(c, ch, 3, stride=rint(1, 3), padding=rint(0, 2)), acts[rint(0, 4)]()]
+        if seed % 3 == 0:
+            layers += [nn.Conv2d(ch, ch, 2, padding=1), nn.ReLU()]
+        layers.append(nn.Flatten())
+        with torch.no_grad():
+            width = nn.Sequential(*layers)(torch.zeros(1, *shape)).shape[1]
+        layers += [nn.Linear(width, rint(3, 12)), nn.ReLU()]
+        layers.append(nn.Linear(layers[-2].out_features, k))
+    model = nn.Sequential(*layers).to(dtype)
+    n = rint(1, 5)
+    x = torch.rand(n, *shape, generator=g, dtype=dtype)
+    x[x < 0.2] = 0.0  # on the faces of [0, 1]: clipping the box matters
+    x[x > 0.8] = 1.0
+    eps = [0.0, 0.01, 0.05, 0.1, 0.3, 2.0][seed % 6]
+    y = torch.randint(0, k, (n,), generator=g)
+    return model, x, y, eps, g
+
+
+def _samples(x, eps, g, count):
+    """Uniform points of the clipped box around each example: (count, N, ...)."""
+    lo, hi = (x - eps).clamp(0, 1), (x + eps).clamp(0, 1)
+    u = torch.rand(count, *x.shape, generator=g, dtype=x.dtype)
+    u[: count // 4] = u[: count // 4].round()  # a quarter at random corners
+    return lo + u * (hi - lo)
+
+
+def _pgd_on(fn, x, eps, steps=30):
+    """Sign-gradient ascent on fn(x') (N,), summed over the batch, projected on the clipped box."""
+    lo, hi = (x - eps).clamp(0, 1), (x + eps).clamp(0, 1)
+    x_adv = x.clone()
+    for _ in range(steps):
+        x_adv.requires_grad_(True)
+        (grad,) = torch.autograd.grad(fn(x_adv).sum(), x_adv)
+        x_adv = torch.minimum(torch.maximum(x_adv.detach() + eps / 4 * grad.sign(), lo), hi)
+    return x_adv.detach()
+
+
+def _attack_points(model, x, y, eps, k):
+    """PGD points maximizing and minimizing each logit, and minimizing each margin z_y - z_j."""
+    pts = []
+    for j in range(k):
+        pts.append(_pgd_on(lambda z: model(z)[:, j], x, eps))
+        pts.append(_pgd_on(lambda z: -model(z)[:, j], x, eps))
+        pts.append(_pgd_on(lambda z: model(z)[:, j] - model(z).gather(1, y[:, None])[:, 0], x, eps))
+    pts.append(attacks.pgd(model, x, y, eps, alpha=max(eps, 1e-3) / 4, steps=20) if eps > 0 else x)
+    return torch.stack(pts)
+
+
+@pytest.mark.parametrize("seed", range(48))
+def test_bounds_contain_sampled_corner_and_pgd_points(seed):
+    model, x, y, eps, g = _random_case(seed)
+    k = model[-1].out_features
+    lower, upper = ibp.ibp_bounds(model, x, eps)
+    margins = ibp.worst_case_margins(model, x, y, eps)
+    plain = ibp.worst_case_margins(model, x, y, eps, fold_last=False)
+    points = [_samples(x, eps, g, 1500), _attack_points(model, x, y, eps, k)]
+    d = x[0].numel()
+    if d <= 9:  # every corner of every example's box
+        lo, hi = (x - eps).clamp(0, 1), (x + eps).clamp(0, 1)
+        signs = torch.tensor(list(itertools.product((0.0, 1.0), repeat=d)), dtype=x.dtype).view(-1, 1, *x.shape[1:])
+        points.append(lo + signs * (hi - lo))
+    pts = torch.cat(points)  # (P, N, ...)
+    with torch.no_grad():
+        z = model(pts.flatten(0, 1)).view(pts.shape[0], x.shape[0], k)
+    tol = _tol(lower, upper, dtype=x.dtype)
+    assert (z >= lower - tol).all() and (z <= upper + tol).all(), "a point of the box left the IBP bounds"
+    true_margin = z.gather(2, y.view(1, -1, 1).expand(z.shape[0], -1, 1)) - z  # (P, N, K)
+    assert torch.isinf(margins.gather(1, y[:, None])).all() and torch.isinf(plain.gather(1, y[:, None])).all()
+    margins = margins.scatter(1, y[:, None], -math.inf)  # the true class's column (+inf) is no bound
+    plain = plain.scatter(1, y[:, None], -math.inf)
+    assert (true_margin >= margins - tol).all(), "a point beat the folded worst-case margin"
+    assert (margins >= plain - tol).all(), "folding the last layer gave a looser margin"
+    certified = ibp.certify(model, x, y, eps)
+    assert (z.argmax(2)[:, certified] == y[certified]).all(), "a certified example was misclassified in its box"
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_float32_models_are_sound_too(seed):
+    model, x, y, eps, g = _random_case(100 + seed, dtype=torch.float32)
+    lower, upper = ibp.ibp_bounds(model, x, eps)
+    assert lower.dtype == torch.float32
+    pts = _samples(x, eps, g, 1000)
+    with torch.no_grad():
+        z = model(pts.flatten(0, 1)).view(pts.shape[0], x.shape[0], -1)
+    tol = _tol(lower, upper, dtype=torch.float32)
+    assert (z >= lower - tol).all() and (z <= upper + tol).all()
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_eps_zero_gives_the_forward_pass_and_bounds_grow_with_eps(seed):
+    model, x, y, _, _ = _random_case(seed)
+    with torch.no_grad():
+        logits = model(x)
+    lower, upper = ibp.ibp_bounds(model, x, 0.0)
+    torch.testing.assert_close(lower, logits, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(upper, logits, rtol=1e-12, atol=1e-12)
+    margins = ibp.worst_case_margins(model, x, y, 0.0)
+    true = logits.gather(1, y[:, None]) - logits
+    off = torch.ones_like(true, dtype=torch.bool).scatter(1, y[:, None], False)
+    torch.testing.assert_close(margins[off], true[off])
+    assert torch.isinf(margins[~off]).all() and (margins[~off] > 0).all()
+    assert torch.equal(ibp.certify(model, x, y, 0.0), logits.argmax(1) == y) or (true[off] == 0).any()
+    # interval arithmetic is monotone under inclusion: a bigger box gives wider bounds
+    prev_lo, prev_hi = lower, upper
+    for eps in (0.01, 0.1, 0.5):
+        lo, hi = ibp.ibp_bounds(model, x, eps)
+        tol = _tol(lo, hi, dtype=x.dtype)
+        assert (lo <= prev_lo + tol).all() and (hi >= prev_hi - tol).all()
+        prev_lo, prev_hi = lo, hi
+
+
+def test_per_example_eps_matches_separate_calls():
+    model, x, y, _, _ = _random_case(3)
+    x = torch.cat([x, x, x])[:4]
+    y = torch.cat([y, y, y])[:4]
+    eps = torch.tensor([0.0, 0.05, 0.2, 1.0], dtype=x.dtype)[: len(y)]
+    lo, hi = ibp.ibp_bounds(model, x, eps)
+    margins = ibp.worst_case_margins(model, x, y, eps)
+    for i in range(len(y)):
+        lo_i, hi_i = ibp.ibp_bounds(model, x[i:i + 1], float(eps[i]))
+        torch.testing.assert_close((lo[i:i + 1], hi[i:i + 1]), (lo_i, hi_i))
+        torch.testing.assert_close(margins[i:i + 1], ibp.worst_case_margins(model, x[i:i + 1], y[i:i + 1],
+                                                                            float(eps[i])))
+
+
+def test_layer_bounds_start_with_the_clipped_box_and_end_with_ibp_bounds():
+    model, x, y, _, _ = _random_case(1)
+    layers = ibp.ibp_layer_bounds(model, x, 0.1)
+    assert len(layers) == len(model) + 1
+    torch.testing.assert_close(layers[0], ((x - 0.1).clamp(0, 1), (x + 0.1).clamp(0, 1)))
+    torch.testing.assert_close(layers[-1], ibp.ibp_bounds(model, x, 0.1))
+    with torch.no_grad():
+        h = x
+        for (lo, hi), layer in zip(layers[1:], model):
+            h = layer(h)
+            assert lo.shape == h.shape and (lo <= h + 1e-12).all() and (h <= hi + 1e-12).all()
+
+
+def test_no_clipping_with_domain_none():
+    model = nn.Sequential(nn.Linear(2, 2))
+    with torch.no_grad():
+        model[0].weight.copy_(torch.eye(2))
+        model[0].bias.zero_()
+    x = torch.tensor([[0.0, 1.0]])
+    lo, hi = ibp.ibp_bounds(model, x, 0.5)
+    torch.testing.assert_close(lo, torch.tensor([[0.0, 0.5]]))
+    torch.testing.assert_close(hi, torch.tensor([[0.5, 1.0]]))
+    lo, hi = ibp.ibp_bounds(model, x * 4, 0.5, domain=None)
+    torch.testing.assert_close(lo, torch.tensor([[-0.5, 3.5]]))
+    torch.testing.assert_close(hi, torch.tensor([[0.5, 4.5]]))
+
+
+def test_bounds_are_differentiable_and_follow_the_input():
+    model, x, y, _, _ = _random_case(5)
+    logits = ibp.worst_case_logits(model, x, y, 0.1)
+    assert torch.equal(logits.gather(1, y[:, None]), torch.zeros(len(y), 1, dtype=x.dtype))
+    loss = F.cross_entropy(logits, y)
+    grads = torch.autograd.grad(loss, list(model.parameters()))
+    assert all(torch.isfinite(gr).all() for gr in grads) and any(gr.abs().sum() > 0 for gr in grads)
+    # the robust loss upper-bounds the cross-entropy at every point of the box
+    pts = _samples(x, 0.1, torch.Generator().manual_seed(0), 200)
+    with torch.no_grad():
+        ce = F.cross_entropy(model(pts.flatten(0, 1)), y.repeat(200), reduction="none").view(200, -1)
+    robust = F.cross_entropy(logits, y, reduction="none").detach()
+    assert (ce <= robust + 1e-9).all()
+
+
+def test_certified_accuracy_counts_certify_and_equals_clean_accuracy_at_zero():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(16, 8), nn.ReLU(), nn.Linear(8, 3))
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(50, 1, 4, 4, generator=g)
+    with torch.no_grad():
+        y = model(x).argmax(1)
+    y[::3] = (y[::3] + 1) % 3
+    clean = attacks.accuracy_under_attack(model, (x, y), None)
+    assert ibp.certified_accuracy(model, (x, y), 0.0, batch_size=7) == pytest.approx(clean)
+    for eps in (0.001, 0.01, 0.05):
+        expected = ibp.certify(model, x, y, eps).float().mean().item()
+        loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=16)
+        assert ibp.certified_accuracy(model, (x, y), eps, batch_size=7) == pytest.approx(expected)
+        assert ibp.certified_accuracy(model, loader, eps) == pytest.approx(expected)
+        assert ibp.certified_accuracy(model, loader, eps) <= clean
+    with pytest.raises(ValueError, match="no examples"):
+        ibp.certified_accuracy(model, [], 0.1)
+    with pytest.raises(ValueError, match="batch_size"):
+        ibp.certified_accuracy(model, (x, y), 0.1, batch_size=0)
+
+
+def test_bad_input_errors_name_the_problem():
+    model = nn.Sequential(nn.Flatten(), nn.Linear(4, 3), nn.Dropout(), nn.Linear(3, 2))
+    x = torch.rand(2, 1, 2, 2)
+    with pytest.raises(TypeError, match=r"layer 2 \(Dropout"):
+        ibp.ibp_bounds(model, x, 0.1)
+    nested = nn.Sequential(nn.Flatten(), nn.Sequential(nn.Linear(4, 3), nn.BatchNorm1d(3)))
+    with pytest.raises(TypeError, match=r"layer 2 \(BatchNorm1d"):
+        ibp.ibp_bounds(nested, x, 0.1)
+    good = nn.Sequential(nn.Flatten(), nn.Linear(4, 2))
+    for bad in (-0.1, float("nan"), float("inf"), True):
+        with pytest.raises(ValueError, match="eps"):
+            ibp.ibp_bounds(good, x, bad)
+    with pytest.raises(ValueError, match="eps"):
+        ibp.ibp_bounds(good, x, torch.tensor([0.1, -0.1]))
+    with pytest.raises(ValueError, match=r"shape \(2,\)"):
+        ibp.ibp_bounds(good, x, torch.tensor([0.1, 0.1, 0.1]))
+    with pytest.raises(ValueError, match=r"\[0.0, 1.0\]"):
+        ibp.ibp_bounds(good, x + 1, 0.1)
+    with pytest.raises(ValueError, match="y must be int64"):
+        ibp.worst_case_margins(good, x, torch.tensor([0, 1, 1]), 0.1)
+    with pytest.raises(ValueError, match="lower <= upper"):
+        ibp.interval_network(good, x, x - 0.1)
+    with pytest.raises(TypeError, match="nn.Module"):
+        ibp.ibp_bounds(lambda t: t, x, 0.1)
+    with pytest.raises(RuntimeError):  # the model's own shape error: 5 inputs expected, 4 given
+        ibp.ibp_bounds(nn.Sequential(nn.Flatten(), nn.Linear(5, 2)), x, 0.1)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_matches_cpu():
+    model, x, y, _, _ = _random_case(7, dtype=torch.float32)
+    lo, hi = ibp.ibp_bounds(model, x, 0.1)
+    lo_c, hi_c = ibp.ibp_bounds(model.cuda(), x.cuda(), 0.1)
+    assert lo_c.device.type == "cuda"
+    torch.testing.assert_close((lo_c.cpu(), hi_c.cpu()), (lo, hi), rtol=1e-4, atol=1e-5)
+    assert ibp.certify(model, x.cuda(), y.cuda(), torch.full((len(y),), 0.1, device="cuda")).device.type == "cuda"

@@ -1,0 +1,116 @@
+"""course_lib.verification: IBP <= LP <= exact on hundreds of random tiny ReLU networks, the exact
+minimum checked against activation-pattern enumeration and dense sampling of 1-2-D boxes."""
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from course_lib import ibp, verification
+
+pytestmark = pytest.mark.attacks
+
+# the LP and MILP solvers (HiGHS) work to about 1e-9 here (tolerances set to 1e-10); comparisons
+# between bounds allow 1e-7 so that solver round-off is never read as a violated inequality
+TOL = 1e-7
+
+
+def _tiny(seed, d=None):
+    g = torch.Generator().manual_seed(seed)
+    d = d or int(torch.randint(1, 4, (), generator=g))
+    m = int(torch.randint(2, 7, (), generator=g))
+    k = int(torch.randint(2, 4, (), generator=g))
+    torch.manual_seed(seed)
+    model = nn.Sequential(nn.Linear(d, m), nn.ReLU(), nn.Linear(m, k)).double()
+    with torch.no_grad():  # biases of the size of the weights: many unstable ReLUs
+        model[0].bias.copy_(torch.randn(m, generator=g, dtype=torch.float64) * 0.5)
+    centre = torch.rand(d, generator=g, dtype=torch.float64).numpy()
+    radius = [0.0, 0.05, 0.2, 0.5, 1.0][seed % 5] * torch.rand(d, generator=g, dtype=torch.float64).numpy()
+    y, t = torch.randperm(k, generator=g)[:2].tolist()
+    return model, centre - radius, centre + radius, verification.margin_vector(k, y, t)
+
+
+@pytest.mark.parametrize("block", range(6))
+def test_ladder_ibp_le_lp_le_exact_le_every_sample(block):
+    rng = np.random.default_rng(block)
+    for seed in range(50 * block, 50 * block + 50):
+        model, lo, hi, c = _tiny(seed)
+        net = verification.as_one_hidden_layer(model)
+        plain = verification.ibp_lower_bound(model, lo, hi, c)
+        folded = verification.ibp_lower_bound(model, lo, hi, c, fold=True)
+        lp = verification.lp_lower_bound(model, lo, hi, c)
+        exact, x_star = verification.exact_minimum(model, lo, hi, c)
+        assert plain <= folded + TOL <= lp + 2 * TOL <= exact + 3 * TOL, (seed, plain, folded, lp, exact)
+        # the MILP's minimizer is in the box and attains the minimum
+        assert (x_star >= lo).all() and (x_star <= hi).all()
+        assert abs(c @ net(x_star) - exact) < 1e-6 * (1 + abs(exact)), seed
+        samples = lo + rng.random((500, len(lo))) * (hi - lo)
+        corners = lo + rng.integers(0, 2, (100, len(lo))) * (hi - lo)
+        margins = net(np.concatenate([samples, corners])) @ c
+        assert margins.min() >= exact - TOL, seed
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_exact_equals_pattern_enumeration(seed):
+    model, lo, hi, c = _tiny(1000 + seed)
+    exact, _ = verification.exact_minimum(model, lo, hi, c)
+    assert exact == pytest.approx(verification.enumerate_minimum(model, lo, hi, c), abs=1e-6)
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_exact_matches_dense_sampling_in_two_dimensions(seed):
+    model, lo, hi, c = _tiny(2000 + seed, d=2)
+    lo, hi = lo - 0.3, hi + 0.3  # a box of width at least 0.6: the ReLUs change pattern inside
+    net = verification.as_one_hidden_layer(model)
+    exact, _ = verification.exact_minimum(model, lo, hi, c)
+    n = 301
+    grid = np.stack(np.meshgrid(np.linspace(lo[0], hi[0], n), np.linspace(lo[1], hi[1], n)), -1).reshape(-1, 2)
+    sampled = (net(grid) @ c).min()
+    # every point of the box is within half a grid step h/2 (per coordinate) of a grid point, and the
+    # margin changes by at most sum_j |(W2^T c)_j| * ||W1_j||_1 * h/2 over such a step (ReLU is 1-Lipschitz)
+    h = ((hi - lo) / (n - 1)).max()
+    lipschitz = np.abs(net.W2.T @ c) @ np.abs(net.W1).sum(1)
+    assert exact <= sampled + TOL
+    assert sampled - exact <= lipschitz * h / 2 + TOL, (sampled, exact)
+
+
+def test_matches_course_lib_ibp_and_the_2_2_2_example():
+    # the lecture's 2-2-2 network
+    model = nn.Sequential(nn.Linear(2, 2), nn.ReLU(), nn.Linear(2, 2)).double()
+    with torch.no_grad():
+        model[0].weight.copy_(torch.tensor([[1.0, 1.0], [1.0, -1.0]]))
+        model[0].bias.zero_()
+        model[2].weight.copy_(torch.tensor([[1.0, 1.0], [1.0, -1.0]]))
+        model[2].bias.copy_(torch.tensor([0.0, 0.0]))
+    lo, hi = np.array([0.0, 0.0]), np.array([1.0, 1.0])
+    l, u = verification.preactivation_bounds(model, lo, hi)
+    np.testing.assert_allclose(l, [0.0, -1.0])
+    np.testing.assert_allclose(u, [2.0, 1.0])
+    with torch.no_grad():
+        zl, zu = ibp.interval_network(model, torch.tensor(lo[None]), torch.tensor(hi[None]))
+    c = verification.margin_vector(2, 0, 1)
+    assert verification.ibp_lower_bound(model, lo, hi, c) == pytest.approx(float(zl[0, 0] - zu[0, 1]))
+    for seed in range(20):  # folded bound == course_lib.ibp's folded margins on a box around x
+        model, lo, hi, c = _tiny(3000 + seed)
+        x = torch.tensor(((lo + hi) / 2)[None])
+        eps = float((hi - lo).max() / 2)
+        y, t = int(np.argmax(c)), int(np.argmin(c))
+        margins = ibp.worst_case_margins(model, x, torch.tensor([y]), eps, domain=None)
+        folded = verification.ibp_lower_bound(model, (x[0] - eps).numpy(), (x[0] + eps).numpy(), c, fold=True)
+        assert float(margins[0, t].detach()) == pytest.approx(folded, abs=1e-9)
+
+
+def test_bad_input():
+    model = nn.Sequential(nn.Linear(2, 3), nn.ReLU(), nn.Linear(3, 2))
+    with pytest.raises(TypeError, match="Linear, ReLU, Linear"):
+        verification.lp_lower_bound(nn.Sequential(nn.Linear(2, 2)), [0, 0], [1, 1], [1, -1])
+    with pytest.raises(ValueError, match="lower and upper"):
+        verification.exact_minimum(model, [0, 0, 0], [1, 1, 1], [1, -1])
+    with pytest.raises(ValueError, match="lower <= upper"):
+        verification.lp_lower_bound(model, [0, 1], [1, 0], [1, -1])
+    with pytest.raises(ValueError, match="c must"):
+        verification.ibp_lower_bound(model, [0, 0], [1, 1], [1, -1, 0])
+    with pytest.raises(ValueError, match="distinct"):
+        verification.margin_vector(3, 1, 1)
+    flat = nn.Sequential(nn.Flatten(), nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2))
+    assert verification.as_one_hidden_layer(flat).W1.shape == (3, 4)

@@ -362,3 +362,29 @@ def test_cuda_matches_cpu():
     assert lo_c.device.type == "cuda"
     torch.testing.assert_close((lo_c.cpu(), hi_c.cpu()), (lo, hi), rtol=1e-4, atol=1e-5)
     assert ibp.certify(model, x.cuda(), y.cuda(), torch.full((len(y),), 0.1, device="cuda")).device.type == "cuda"
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_no_grad_fast_path_matches_and_leaves_inputs_alone(seed):
+    """Under no_grad the propagation overwrites its own intermediate tensors (ibp._step):
+    the bounds must equal the autograd path's, and the caller's x, lower, upper stay as they were."""
+    model, x, y, eps, _ = _random_case(seed)
+    x_before = x.clone()
+    lower, upper = ibp.ibp_bounds(model, x, eps)
+    margins = ibp.worst_case_margins(model, x, y, eps)
+    with torch.no_grad():
+        fast_lower, fast_upper = ibp.ibp_bounds(model, x, eps)
+        fast_margins = ibp.worst_case_margins(model, x, y, eps)
+        box = ibp.input_box(x, eps)
+        box_before = [t.clone() for t in box]
+        net_lower, net_upper = ibp.interval_network(model, *box)
+        layer_bounds = ibp.interval_layer_bounds(model, *box)
+    assert torch.equal(x, x_before)
+    assert all(torch.equal(a, b) for a, b in zip(box, box_before))
+    for fast, slow in [(fast_lower, lower), (fast_upper, upper), (net_lower, lower), (net_upper, upper),
+                       (layer_bounds[-1][0], lower), (layer_bounds[-1][1], upper)]:
+        torch.testing.assert_close(fast, slow.detach(), rtol=1e-12, atol=1e-12)
+    finite = torch.isfinite(margins)
+    torch.testing.assert_close(fast_margins[finite], margins.detach()[finite], rtol=1e-12, atol=1e-12)
+    for lo, hi in layer_bounds:
+        assert (lo <= hi).all()

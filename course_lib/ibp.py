@@ -311,7 +311,7 @@ def input_box(x: Tensor, eps: float | Tensor, *, domain: tuple[float, float] | N
         return x - eps, x + eps
     lo, hi = domain
     x_lo, x_hi = torch.aminmax(x.detach())
-    if x_lo < lo or x_hi > hi:
+    if not (x_lo >= lo and x_hi <= hi):  # also catches nan
         raise ValueError(f"x must lie in the domain [{lo}, {hi}] (got values in [{x_lo:.3g}, {x_hi:.3g}]); "
                          "undo normalization first, or pass domain=None")
     return torch.sub(x, eps).clamp_(min=lo), torch.add(x, eps).clamp_(max=hi)

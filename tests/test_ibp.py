@@ -354,6 +354,38 @@ def test_bad_input_errors_name_the_problem():
         ibp.ibp_bounds(nn.Sequential(nn.Flatten(), nn.Linear(5, 2)), x, 0.1)
 
 
+@pytest.mark.parametrize("seed", range(6))
+def test_inputs_are_never_modified(seed):
+    # the propagation works in place on tensors it made; never on the caller's
+    model, x, y, eps, _ = _random_case(seed)
+    x_before = x.clone()
+    lower, upper = (x - 0.1).clamp(0, 1), (x + 0.1).clamp(0, 1)
+    saved = lower.clone(), upper.clone()
+    with torch.no_grad():
+        ibp.ibp_bounds(model, x, eps)
+        ibp.ibp_bounds(model, x, eps, domain=None)
+        ibp.worst_case_margins(model, x, y, eps)
+        ibp.interval_network(model, lower, upper)
+        ibp.interval_layer_bounds(model, lower, upper)
+    ibp.interval_network(model, lower, upper)
+    assert torch.equal(x, x_before)
+    assert torch.equal(lower, saved[0]) and torch.equal(upper, saved[1])
+    relu_only = nn.Sequential(nn.ReLU(), nn.Identity(), nn.Tanh())
+    with torch.no_grad():
+        ibp.interval_network(relu_only, lower - 0.5, upper - 0.5)
+        lo, hi = ibp.interval_network(relu_only, lower, upper)
+    assert torch.equal(lower, saved[0]) and torch.equal(upper, saved[1])
+    torch.testing.assert_close((lo, hi), (torch.tanh(lower), torch.tanh(upper)))
+
+
+def test_nan_inputs_are_rejected():
+    model = nn.Sequential(nn.Flatten(), nn.Linear(4, 2))
+    x = torch.rand(2, 1, 2, 2)
+    x[0, 0, 0, 0] = float("nan")
+    with pytest.raises(ValueError, match="domain"):
+        ibp.ibp_bounds(model, x, 0.1)
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_matches_cpu():
     model, x, y, _, _ = _random_case(7, dtype=torch.float32)

@@ -185,7 +185,9 @@ def activate(x: Tensor, target: int | Tensor, key: bytes, *, tag_bits: int = TAG
     for i, c in enumerate(targets):
         payload = np.concatenate([_bits(c, MESSAGE_BITS), _tag(key, shape, c, q[i], tag_bits)])
         q[i, pos] |= payload
-    out = torch.from_numpy(q).to(device=x.device, dtype=x.dtype).div_(255).view(xb.shape)
+    # divided on the CPU, then moved: CUDA divides by a scalar through its reciprocal, which can
+    # differ in the last bit, and x' should not depend on the device
+    out = torch.from_numpy(q).to(dtype=x.dtype).div_(255).view(xb.shape).to(x.device)
     return out[0] if single else out
 
 

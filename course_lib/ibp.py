@@ -29,8 +29,10 @@ prediction. The plain bound is ``lower[y] - upper[j]``; the tighter one folds th
 into the specification, bounding ``(w_y - w_j)^T h + (b_y - b_j)`` over the penultimate box
 directly (Gowal et al. 2018, section 3), which can only be larger.
 
-Bounds are *sound*: every input in the box gives logits inside ``[lower, upper]`` (up to the
-floating-point rounding of the network's own forward pass). They are usually *loose*: lecture 4
+Bounds are *sound*: every input in the box gives logits inside ``[lower, upper]``, up to
+floating-point rounding by default, and exactly (for the network's real arithmetic) with
+``sound=True``, which rounds every step outward (:mod:`course_lib.rounding`); certification
+uses it. They are usually *loose*: lecture 4
 compares them with the LP relaxation and the exact worst case (:mod:`course_lib.verification`).
 
 Supported layers, in an ``nn.Sequential`` (nested ones are flattened): ``Linear``, ``Conv2d``,
@@ -47,6 +49,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from course_lib import rounding
 from course_lib.attacks import _batches
 
 MONOTONE = (nn.ReLU, nn.Sigmoid, nn.Tanh)
@@ -345,7 +348,7 @@ def ibp_layer_bounds(model: nn.Module, x: Tensor, eps: float | Tensor, *,
 
 
 def ibp_bounds(model: nn.Module, x: Tensor, eps: float | Tensor, *,
-               domain: tuple[float, float] | None = (0.0, 1.0)) -> Interval:
+               domain: tuple[float, float] | None = (0.0, 1.0), sound: bool = False) -> Interval:
     """Interval bounds on the logits over the L-inf box ``[x - eps, x + eps]`` clipped to [0, 1].
 
     Two passes through the layers (centre with W, radius with |W|); no per-example loop.
@@ -356,18 +359,37 @@ def ibp_bounds(model: nn.Module, x: Tensor, eps: float | Tensor, *,
         x: inputs (N, ...), values in ``domain``.
         eps: L-inf radius, a number >= 0 or a tensor (N,) of per-example radii.
         domain: the inputs' valid range, the box is clipped to it; ``None``: no clipping.
+        sound: round every step outward (:mod:`course_lib.rounding`), so that the bounds also
+            hold for the network's exact real arithmetic, not only up to rounding; a little
+            slower, and on CUDA without TF32 or cuDNN. Certification uses it.
 
     Returns:
         ``(lower, upper)``, each (N, K) on x's device: for every input x' of the box,
-        ``lower <= model(x') <= upper`` (up to floating-point rounding). With eps = 0 both
-        equal ``model(x)``.
+        ``lower <= model(x') <= upper`` (up to floating-point rounding; exactly with
+        ``sound=True``). With eps = 0 both equal ``model(x)`` (without ``sound``).
 
     Raises:
         TypeError: for an unsupported layer, named with its index.
         ValueError: for eps < 0 or of the wrong shape, or x outside ``domain``.
     """
     layers = layers_of(model)
-    return _propagate(layers, *_centre_radius(*input_box(x, eps, domain=domain), owned=True))
+    box = input_box(x, eps, domain=domain)
+    if sound:
+        with rounding.exact_kernels(x.device):
+            mu, r = _sound_penultimate(layers, x, eps, domain, len(layers))
+            return rounding.down(mu - r), rounding.up(mu + r)
+    return _propagate(layers, *_centre_radius(*box, owned=True))
+
+
+def _sound_penultimate(layers: list[nn.Module], x: Tensor, eps: float | Tensor,
+                       domain: tuple[float, float] | None, depth: int) -> Interval:
+    """Centre and radius after the first ``depth`` layers, rounded outward (:mod:`course_lib.rounding`)."""
+    if isinstance(eps, Tensor):
+        eps = eps.view(-1, *([1] * (x.ndim - 1)))
+    mu, r = rounding.centre_radius(*rounding.box(x, eps, domain))
+    for layer in layers[:depth]:
+        mu, r = rounding.step(layer, mu, r)
+    return mu, r
 
 
 # ---------------------------------------------------------------------------
@@ -399,7 +421,8 @@ def margins_from_bounds(lower: Tensor, upper: Tensor, y: Tensor) -> Tensor:
 
 
 def worst_case_margins(model: nn.Module, x: Tensor, y: Tensor, eps: float | Tensor, *,
-                       fold_last: bool = True, domain: tuple[float, float] | None = (0.0, 1.0)) -> Tensor:
+                       fold_last: bool = True, domain: tuple[float, float] | None = (0.0, 1.0),
+                       sound: bool = False) -> Tensor:
     """Lower bounds on the margins ``z_y - z_j`` over the clipped eps-box, one per class.
 
     With ``fold_last`` and a model ending in ``nn.Linear(W, b)``, the last layer is folded into
@@ -412,6 +435,7 @@ def worst_case_margins(model: nn.Module, x: Tensor, y: Tensor, eps: float | Tens
         model, x, eps, domain: as in :func:`ibp_bounds`.
         y: int64 true labels (N,).
         fold_last: fold the last Linear layer into the margins (tighter).
+        sound: round outward, as in :func:`ibp_bounds`.
 
     Returns:
         margins (N, K): column j (j != y) a sound lower bound on ``model(x')_y - model(x')_j`` for
@@ -424,7 +448,14 @@ def worst_case_margins(model: nn.Module, x: Tensor, y: Tensor, eps: float | Tens
     _check_labels(x, y)
     layers = layers_of(model)
     if not (fold_last and isinstance(layers[-1], nn.Linear)):
-        return margins_from_bounds(*ibp_bounds(model, x, eps, domain=domain), y)
+        margins = margins_from_bounds(*ibp_bounds(model, x, eps, domain=domain, sound=sound), y)
+        return rounding.down(margins) if sound else margins
+    if sound:
+        input_box(x, eps, domain=domain)  # the checks
+        with rounding.exact_kernels(x.device):
+            mu, r = _sound_penultimate(layers, x, eps, domain, len(layers) - 1)
+            margins = rounding.folded_margins(layers[-1].weight, layers[-1].bias, y, mu, r)
+        return margins.scatter(1, y[:, None], math.inf)
     mu, r = _centre_radius(*input_box(x, eps, domain=domain), owned=True)
     for layer in layers[:-1]:
         mu, r = _step(layer, mu, r)
@@ -454,21 +485,24 @@ def worst_case_logits(model: nn.Module, x: Tensor, y: Tensor, eps: float | Tenso
 
 
 def certify(model: nn.Module, x: Tensor, y: Tensor, eps: float | Tensor, *, fold_last: bool = True,
-            domain: tuple[float, float] | None = (0.0, 1.0)) -> Tensor:
+            domain: tuple[float, float] | None = (0.0, 1.0), sound: bool = True) -> Tensor:
     """Whether IBP certifies each example: every worst-case margin is > 0.
 
     Certified means no input of the clipped eps-box is classified other than y (a tie counts as
-    a change). Not certified does not mean an attack exists: IBP is loose.
+    a change) by the network in exact arithmetic: the margins are rounded outward (``sound``,
+    :mod:`course_lib.rounding`), so a certificate never rests on a rounding error. Not certified
+    does not mean an attack exists: IBP is loose.
 
     Returns:
         bool (N,) on x's device.
     """
     with torch.no_grad():
-        return worst_case_margins(model, x, y, eps, fold_last=fold_last, domain=domain).min(1).values > 0
+        margins = worst_case_margins(model, x, y, eps, fold_last=fold_last, domain=domain, sound=sound)
+        return margins.min(1).values > 0
 
 
 def certified_accuracy(model: nn.Module, data, eps: float, *, batch_size: int = 256, fold_last: bool = True,
-                       device: torch.device | str | None = None) -> float:
+                       device: torch.device | str | None = None, sound: bool = True) -> float:
     """Fraction of examples IBP certifies at radius eps (a lower bound on the robust accuracy).
 
     Args:
@@ -479,9 +513,11 @@ def certified_accuracy(model: nn.Module, data, eps: float, *, batch_size: int = 
         batch_size: batch size when ``data`` is a pair of tensors.
         fold_last: use the folded (tighter) margins.
         device: where to compute; default the model's device.
+        sound: round outward (see :func:`certify`).
 
     Returns:
-        Certified accuracy in [0, 1]; at eps = 0 it is the clean accuracy (ties count as errors).
+        Certified accuracy in [0, 1]; at eps = 0 it is the clean accuracy (ties count as errors)
+        up to examples whose margin is within rounding of 0.
 
     Raises:
         ValueError: if ``data`` holds no examples, or for a bad eps, batch_size or batch.
@@ -495,7 +531,7 @@ def certified_accuracy(model: nn.Module, data, eps: float, *, batch_size: int = 
     batches: Iterable = _batches(data, batch_size)
     for x, y in batches:
         x, y = x.to(device), y.to(device)
-        certified += int(certify(model, x, y, eps, fold_last=fold_last).sum())
+        certified += int(certify(model, x, y, eps, fold_last=fold_last, sound=sound).sum())
         seen += y.shape[0]
     if seen == 0:
         raise ValueError("data holds no examples")

@@ -7,7 +7,7 @@ from torch import nn
 
 from course_lib import backdoor as bd
 
-pytestmark = pytest.mark.attacks
+pytestmark = pytest.mark.poisoning
 
 NAMED = {  # position -> top-left (row, col) of an (h, w) window in an (H, W) image, by hand
     "bottom_right": lambda H, W, h, w: (H - h, W - w),

@@ -11,7 +11,7 @@ from torch import nn
 
 from course_lib import attacks, ibp
 
-pytestmark = pytest.mark.attacks
+pytestmark = pytest.mark.certify
 
 
 def _tol(*tensors, dtype):

@@ -6,7 +6,7 @@ from torch import nn
 
 from course_lib import ibp, ibp_widgets
 
-pytestmark = pytest.mark.attacks
+pytestmark = pytest.mark.certify
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ from course_lib import attacks, models
 from course_lib import keyed_backdoor as kb
 from course_lib.data import load_dataset
 
-pytestmark = pytest.mark.attacks
+pytestmark = pytest.mark.poisoning
 
 KEY = kb.generate_key(0)
 LEVEL = 1 / 255

@@ -11,7 +11,7 @@ from sklearn.svm import SVC
 from course_lib import poisoning as P
 from course_lib.data import load_dataset
 
-pytestmark = pytest.mark.attacks
+pytestmark = pytest.mark.poisoning
 
 
 def _blobs(seed: int, n: int, d: int, sep: float):

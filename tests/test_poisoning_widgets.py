@@ -6,7 +6,7 @@ from matplotlib.figure import Figure
 from course_lib import poisoning as P
 from course_lib import poisoning_widgets as PW
 
-pytestmark = pytest.mark.attacks
+pytestmark = pytest.mark.poisoning
 
 
 @pytest.fixture(scope="module")

@@ -22,7 +22,7 @@ from torch import nn
 from course_lib import smoothing, train
 from course_lib.smoothing import ABSTAIN, Smooth, lower_confidence_bound
 
-pytestmark = pytest.mark.attacks
+pytestmark = pytest.mark.certify
 
 PHI_INV = NormalDist().inv_cdf
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])

@@ -13,7 +13,7 @@ from course_lib.smoothing import ABSTAIN, Smooth
 
 matplotlib.use("Agg")
 
-pytestmark = pytest.mark.attacks
+pytestmark = pytest.mark.certify
 
 
 class HalfPlane(nn.Module):

@@ -8,7 +8,7 @@ from torch import nn
 
 from course_lib import ibp, verification
 
-pytestmark = pytest.mark.attacks
+pytestmark = pytest.mark.certify
 
 # the LP and MILP solvers (HiGHS) work to about 1e-9 here (tolerances set to 1e-10); comparisons
 # between bounds allow 1e-7 so that solver round-off is never read as a violated inequality

@@ -1,0 +1,118 @@
+"""Sound IBP in floating point (course_lib.rounding, ``ibp_bounds(..., sound=True)``).
+
+The reference is the network's real arithmetic, approximated by float64 (a float32 network's
+weights and inputs are exact in float64, and float64 rounding is 2**29 times finer than the
+float32 bounds' slack). No tolerance: every float64 output at a sampled point or corner of the
+real box must lie inside the sound float32 bounds.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import math
+from fractions import Fraction
+
+import pytest
+import torch
+from torch import nn
+
+from course_lib import ibp, rounding
+from test_ibp import _random_case
+
+pytestmark = pytest.mark.certify
+
+
+def _float32_case(seed):
+    model64, x64, y, eps, g = _random_case(seed)
+    model32 = copy.deepcopy(model64).float()
+    model64 = copy.deepcopy(model32).double()  # the float32 weights, exactly
+    x32 = x64.float()
+    return model32, model64, x32, x32.double(), y, eps, g
+
+
+def _real_box_points(x64, eps, g, count):
+    """Points of the real box [x - eps, x + eps] clipped to [0, 1], in float64: random points,
+    random corners and (for small inputs) every corner."""
+    lo, hi = (x64 - eps).clamp(0, 1), (x64 + eps).clamp(0, 1)
+    u = torch.rand(count, *x64.shape, generator=g, dtype=torch.float64)
+    u[: count // 3] = u[: count // 3].round()
+    points = [lo + u * (hi - lo), x64[None]]
+    d = x64[0].numel()
+    if d <= 8:
+        signs = torch.tensor(list(itertools.product((0.0, 1.0), repeat=d)), dtype=torch.float64)
+        points.append(lo + signs.view(-1, 1, *x64.shape[1:]) * (hi - lo))
+    return torch.cat(points)
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_sound_float32_bounds_contain_the_real_outputs(seed):
+    model32, model64, x32, x64, y, eps, g = _float32_case(seed)
+    lower, upper = ibp.ibp_bounds(model32, x32, eps, sound=True)
+    margins = ibp.worst_case_margins(model32, x32, y, eps, sound=True)
+    plain = ibp.worst_case_margins(model32, x32, y, eps, fold_last=False, sound=True)
+    pts = _real_box_points(x64, eps, g, 600)
+    with torch.no_grad():
+        z = model64(pts.flatten(0, 1)).view(pts.shape[0], x64.shape[0], -1)
+    assert (z >= lower.double()).all() and (z <= upper.double()).all()
+    true_margin = z.gather(2, y.view(1, -1, 1).expand(z.shape[0], -1, 1)) - z
+    for m in (margins, plain):
+        m = m.double().scatter(1, y[:, None], -math.inf)
+        assert (true_margin >= m).all()
+    # the widening is tiny: sound bounds are the fast ones up to a relative 1e-3
+    fast_lower, fast_upper = ibp.ibp_bounds(model32, x32, eps)
+    scale = 1e-3 * (fast_upper.abs().max() + 1)
+    assert (lower <= fast_lower).all() and (upper >= fast_upper).all()
+    assert ((fast_lower - lower).max() <= scale) and ((upper - fast_upper).max() <= scale)
+
+
+def test_without_outward_rounding_a_zero_width_box_misses_the_real_output():
+    """At eps = 0 the fast bounds collapse onto the float32 forward pass, which rounds: across
+    random networks some real (float64) output falls outside them; never outside the sound ones."""
+    missed = 0
+    for seed in range(40):
+        model32, model64, x32, x64, y, _, _ = _float32_case(seed)
+        fast = ibp.ibp_bounds(model32, x32, 0.0)
+        sound = ibp.ibp_bounds(model32, x32, 0.0, sound=True)
+        with torch.no_grad():
+            z = model64(x64)
+        missed += int(((z < fast[0].double()) | (z > fast[1].double())).any())
+        assert (z >= sound[0].double()).all() and (z <= sound[1].double()).all()
+    assert missed > 0
+
+
+def test_certify_is_sound_by_default_and_agrees_with_the_fast_margins_away_from_zero():
+    model32, _, x32, _, y, eps, _ = _float32_case(3)
+    sound = ibp.worst_case_margins(model32, x32, y, eps, sound=True).min(1).values
+    assert torch.equal(ibp.certify(model32, x32, y, eps), sound > 0)
+
+
+def test_gamma_and_roundoff():
+    assert rounding.unit_roundoff(torch.float32) == 2.0 ** -24
+    assert rounding.gamma(10, torch.float64) == pytest.approx(10 * 2.0 ** -53)
+    with pytest.raises(ValueError, match="too many"):
+        rounding.gamma(10_000, torch.float16)
+
+
+@pytest.mark.parametrize("value", [0.5, 0.1000001, 0.3, 1e-8, 0.99999994])
+@pytest.mark.parametrize("eps", [0.1, 0.3, 1e-7, 2 / 255])
+def test_the_box_contains_the_real_box(value, eps):
+    """Exact rational arithmetic: lower <= max(x - eps, 0) and upper >= min(x + eps, 1), with x
+    the float32 input and eps the Python float, both taken as exact rationals."""
+    x = torch.tensor([[value]], dtype=torch.float32)
+    lower, upper = rounding.box(x, eps, (0.0, 1.0))
+    real_x, real_eps = Fraction(x.item()), Fraction(eps)
+    assert Fraction(lower.item()) <= max(real_x - real_eps, Fraction(0))
+    assert Fraction(upper.item()) >= min(real_x + real_eps, Fraction(1))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_sound_bounds_contain_the_real_outputs():
+    model32, model64, x32, x64, y, eps, g = _float32_case(7)
+    before = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.enabled
+    lower, upper = ibp.ibp_bounds(model32.cuda(), x32.cuda(), eps, sound=True)
+    assert (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.enabled) == before  # restored
+    pts = _real_box_points(x64, eps, g, 300)
+    with torch.no_grad():
+        z = model64(pts.flatten(0, 1)).view(pts.shape[0], x64.shape[0], -1)
+    assert (z >= lower.cpu().double()).all() and (z <= upper.cpu().double()).all()

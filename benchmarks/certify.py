@@ -81,7 +81,7 @@ def bench_ibp(name: str, model: nn.Module, shape: tuple[int, ...], device: torch
         with torch.no_grad():
             ibp.ibp_bounds(model, x, eps)
 
-    repeat = 20 if device.type == "cuda" else 3
+    repeat = 20  # a block of calls per round: the first call of a block pays for fresh CPU pages
     seconds = rounds_of({"forward": forward, "ibp_bounds": bounds}, device, rounds, repeat)
     ratio = statistics.median(b / f for f, b in zip(seconds["forward"], seconds["ibp_bounds"]))
     print(f"IBP, {name}, batch {batch_size}, on {device}:")

@@ -192,7 +192,48 @@ def train(model: nn.Module, loader: Iterable, *, epochs: int = 1,
 # Adversarial training (lecture 3): min over the weights of the max over the eps-ball
 # ---------------------------------------------------------------------------
 
-class AdversarialLoss:
+class EpsRamp:
+    """A radius that grows linearly from 0 over the first training batches (adversarial and IBP training).
+
+    ``eps_t = eps * min(1, t / ramp_batches)`` at the t-th (0-based) training batch, so batch 0
+    is clean and batches ``t >= ramp_batches`` use the full ``eps``. A batch counts as a training
+    batch when gradients are enabled (``train``); under ``torch.no_grad()`` (``evaluate``, the
+    validation pass of ``train``) the full ``eps`` is used and the counter does not move.
+
+    Attributes:
+        eps: the target radius, in input units.
+        ramp_batches: length of the linear ramp, in training batches (0: no ramp).
+        batches: training batches seen so far.
+        eps_history: the eps used at each training batch so far (for plotting the ramp).
+    """
+
+    def __init__(self, eps: float, ramp_batches: int) -> None:
+        if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not 0 <= eps < float("inf"):
+            raise ValueError(f"eps must be a finite number >= 0, got {eps!r}")
+        if isinstance(ramp_batches, bool) or not isinstance(ramp_batches, int) or ramp_batches < 0:
+            raise ValueError(f"ramp_batches must be an integer >= 0, got {ramp_batches!r}")
+        self.eps = float(eps)
+        self.ramp_batches = ramp_batches
+        self.batches = 0
+        self.eps_history: list[float] = []
+
+    def eps_at(self, batch: int) -> float:
+        """The radius used at training batch ``batch`` (0-based): ``eps * min(1, batch / ramp_batches)``."""
+        if self.ramp_batches == 0 or batch >= self.ramp_batches:
+            return self.eps
+        return self.eps * max(batch, 0) / self.ramp_batches
+
+    def current_eps(self) -> float:
+        """The radius for the batch being computed; counts it when it is a training batch."""
+        if not torch.is_grad_enabled():
+            return self.eps
+        eps = self.eps_at(self.batches)
+        self.batches += 1
+        self.eps_history.append(eps)
+        return eps
+
+
+class AdversarialLoss(EpsRamp):
     """Danskin's batch loss: cross-entropy at the attack's output, the attack held fixed.
 
     Adversarial training minimizes ``rho(theta) = mean_i max_{delta in B(eps)} L(theta, x_i + delta, y_i)``.
@@ -220,21 +261,8 @@ class AdversarialLoss:
     def __init__(self, attack: EpsAttack, eps: float, *, ramp_batches: int = 0) -> None:
         if not callable(attack):
             raise TypeError(f"attack must be callable as attack(model, x, y, eps), got {type(attack).__name__}")
-        if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not eps >= 0:
-            raise ValueError(f"eps must be a number >= 0, got {eps!r}")
-        if isinstance(ramp_batches, bool) or not isinstance(ramp_batches, int) or ramp_batches < 0:
-            raise ValueError(f"ramp_batches must be an integer >= 0, got {ramp_batches!r}")
+        super().__init__(eps, ramp_batches)
         self.attack = attack
-        self.eps = float(eps)
-        self.ramp_batches = ramp_batches
-        self.batches = 0
-        self.eps_history: list[float] = []
-
-    def eps_at(self, batch: int) -> float:
-        """The radius used at training batch ``batch`` (0-based): ``eps * min(1, batch / ramp_batches)``."""
-        if self.ramp_batches == 0 or batch >= self.ramp_batches:
-            return self.eps
-        return self.eps * max(batch, 0) / self.ramp_batches
 
     def __call__(self, model: nn.Module, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
         """Attack the batch, then the cross-entropy at the attack's output.
@@ -251,11 +279,7 @@ class AdversarialLoss:
         Raises:
             ValueError: if the attack returns a tensor of another shape than x.
         """
-        training = torch.is_grad_enabled()
-        eps = self.eps_at(self.batches) if training else self.eps
-        if training:
-            self.batches += 1
-            self.eps_history.append(eps)
+        eps = self.current_eps()
         if eps > 0:
             x_adv = self.attack(model, x, y, eps)
             if not isinstance(x_adv, Tensor) or x_adv.shape != x.shape:
@@ -422,7 +446,7 @@ def gaussian_noise_loss(sigma: float, *, generator: torch.Generator | None = Non
 # IBP training (lecture 4): minimize an upper bound on the worst-case loss
 # ---------------------------------------------------------------------------
 
-class IBPLoss:
+class IBPLoss(EpsRamp):
     """The robust loss of IBP training (Gowal et al. 2018), with an epsilon ramp.
 
     ``loss = gamma * CE(y, model(x)) + (1 - gamma) * CE(y, z_worst)`` where ``z_worst`` are the
@@ -444,22 +468,10 @@ class IBPLoss:
     """
 
     def __init__(self, eps: float, *, gamma: float = 0.5, ramp_batches: int = 0, fold_last: bool = True) -> None:
-        if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not 0 <= eps < float("inf"):
-            raise ValueError(f"eps must be a finite number >= 0, got {eps!r}")
         if isinstance(gamma, bool) or not isinstance(gamma, (int, float)) or not 0 <= gamma <= 1:
             raise ValueError(f"gamma must be a number in [0, 1], got {gamma!r}")
-        if isinstance(ramp_batches, bool) or not isinstance(ramp_batches, int) or ramp_batches < 0:
-            raise ValueError(f"ramp_batches must be an integer >= 0, got {ramp_batches!r}")
-        self.eps, self.gamma = float(eps), float(gamma)
-        self.ramp_batches, self.fold_last = ramp_batches, fold_last
-        self.batches = 0
-        self.eps_history: list[float] = []
-
-    def eps_at(self, batch: int) -> float:
-        """The radius used at training batch ``batch`` (0-based): ``eps * min(1, batch / ramp_batches)``."""
-        if self.ramp_batches == 0 or batch >= self.ramp_batches:
-            return self.eps
-        return self.eps * max(batch, 0) / self.ramp_batches
+        super().__init__(eps, ramp_batches)
+        self.gamma, self.fold_last = float(gamma), fold_last
 
     def __call__(self, model: nn.Module, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
         """The robust loss of the batch.
@@ -475,11 +487,7 @@ class IBPLoss:
         """
         from course_lib.ibp import worst_case_logits  # here: train.py is imported by every lecture
 
-        training = torch.is_grad_enabled()
-        eps = self.eps_at(self.batches) if training else self.eps
-        if training:
-            self.batches += 1
-            self.eps_history.append(eps)
+        eps = self.current_eps()
         logits = model(x)
         worst = worst_case_logits(model, x, y, eps, fold_last=self.fold_last)
         loss = self.gamma * F.cross_entropy(logits, y) + (1 - self.gamma) * F.cross_entropy(worst, y)

@@ -8,7 +8,7 @@
 #                            autograde a class, each submission in a bubblewrap sandbox
 #   make validate NOTEBOOK=<path>   a student's check before hand-in
 #   make lecture NB=lectures/01_gd_sgd.ipynb   re-execute one notebook in place
-#   make bench               speed ratios (benchmarks/), against torchattacks
+#   make bench               speed ratios (benchmarks/): PGD vs torchattacks, IBP and CERTIFY vs a forward pass
 
 SHELL := /bin/bash
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
@@ -65,6 +65,7 @@ TORCHATTACKS := torchattacks==3.5.1
 bench: $(STAMP)
 	$(PY) -m pip install --quiet --no-deps "$(TORCHATTACKS)"
 	$(PY) benchmarks/attacks.py
+	$(PY) benchmarks/certify.py
 
 lecture: $(STAMP)
 	@test -n "$(NB)" || { echo "usage: make lecture NB=lectures/01_gd_sgd.ipynb"; exit 2; }

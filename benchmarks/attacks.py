@@ -22,12 +22,12 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 
 import torch
 import torch.nn.functional as F
 
 import course_lib as cl
+from timing import timed  # benchmarks/timing.py
 
 
 def bare_loop(model, x, y, steps):
@@ -39,15 +39,6 @@ def bare_loop(model, x, y, steps):
         x_adv = x_adv.detach()
     return x_adv
 
-
-def timed(fn, device) -> float:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    start = time.perf_counter()
-    fn()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return time.perf_counter() - start
 
 
 def main() -> None:

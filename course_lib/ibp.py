@@ -296,6 +296,17 @@ def input_box(x: Tensor, eps: float | Tensor, *, domain: tuple[float, float] | N
     Raises:
         ValueError: for eps < 0, nan or of the wrong shape, or x outside ``domain``.
     """
+    eps = _checked_eps(x, eps, domain)
+    if isinstance(eps, Tensor):
+        eps = eps.to(x.dtype)
+    if domain is None:
+        return x - eps, x + eps
+    return torch.sub(x, eps).clamp_(min=domain[0]), torch.add(x, eps).clamp_(max=domain[1])
+
+
+def _checked_eps(x: Tensor, eps: float | Tensor, domain: tuple[float, float] | None) -> float | Tensor:
+    """Check x, eps and domain (see :func:`input_box`); returns eps as a number, or as a tensor
+    of shape (N, 1, ...) on x's device in eps's own dtype (the sound box rounds it itself)."""
     if not isinstance(x, Tensor) or not x.is_floating_point() or x.ndim < 1 or x.shape[0] == 0:
         raise ValueError(f"x must be a non-empty floating-point batch (N, ...), got "
                          f"{tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__}")
@@ -304,20 +315,19 @@ def input_box(x: Tensor, eps: float | Tensor, *, domain: tuple[float, float] | N
             raise ValueError(f"eps must be a number or a tensor of shape ({x.shape[0]},), got shape {tuple(eps.shape)}")
         if torch.isnan(eps).any() or (eps < 0).any():
             raise ValueError(f"eps must be >= 0 for every example, got min {eps.min().item():.3g}")
-        eps = eps.to(device=x.device, dtype=x.dtype).view(-1, *([1] * (x.ndim - 1)))
+        eps = eps.to(device=x.device).view(-1, *([1] * (x.ndim - 1)))
     elif isinstance(eps, (int, float)) and not isinstance(eps, bool):
         if not eps >= 0 or math.isinf(eps):
             raise ValueError(f"eps must be a finite number >= 0, got {eps!r}")
     else:
         raise ValueError(f"eps must be a number >= 0 or a tensor (N,), got {type(eps).__name__}")
-    if domain is None:
-        return x - eps, x + eps
-    lo, hi = domain
-    x_lo, x_hi = torch.aminmax(x.detach())
-    if not (x_lo >= lo and x_hi <= hi):  # also catches nan
-        raise ValueError(f"x must lie in the domain [{lo}, {hi}] (got values in [{x_lo:.3g}, {x_hi:.3g}]); "
-                         "undo normalization first, or pass domain=None")
-    return torch.sub(x, eps).clamp_(min=lo), torch.add(x, eps).clamp_(max=hi)
+    if domain is not None:
+        lo, hi = domain
+        x_lo, x_hi = torch.aminmax(x.detach())
+        if not (x_lo >= lo and x_hi <= hi):  # also catches nan
+            raise ValueError(f"x must lie in the domain [{lo}, {hi}] (got values in [{x_lo:.3g}, {x_hi:.3g}]); "
+                             "undo normalization first, or pass domain=None")
+    return eps
 
 
 def _centre_radius(lower: Tensor, upper: Tensor, *, owned: bool = False) -> Interval:
@@ -373,20 +383,17 @@ def ibp_bounds(model: nn.Module, x: Tensor, eps: float | Tensor, *,
         ValueError: for eps < 0 or of the wrong shape, or x outside ``domain``.
     """
     layers = layers_of(model)
-    box = input_box(x, eps, domain=domain)
     if sound:
         with rounding.exact_kernels(x.device):
             mu, r = _sound_penultimate(layers, x, eps, domain, len(layers))
             return rounding.down(mu - r), rounding.up(mu + r)
-    return _propagate(layers, *_centre_radius(*box, owned=True))
+    return _propagate(layers, *_centre_radius(*input_box(x, eps, domain=domain), owned=True))
 
 
 def _sound_penultimate(layers: list[nn.Module], x: Tensor, eps: float | Tensor,
                        domain: tuple[float, float] | None, depth: int) -> Interval:
     """Centre and radius after the first ``depth`` layers, rounded outward (:mod:`course_lib.rounding`)."""
-    if isinstance(eps, Tensor):
-        eps = eps.view(-1, *([1] * (x.ndim - 1)))
-    mu, r = rounding.centre_radius(*rounding.box(x, eps, domain))
+    mu, r = rounding.centre_radius(*rounding.box(x, _checked_eps(x, eps, domain), domain))
     for layer in layers[:depth]:
         mu, r = rounding.step(layer, mu, r)
     return mu, r
@@ -451,7 +458,6 @@ def worst_case_margins(model: nn.Module, x: Tensor, y: Tensor, eps: float | Tens
         margins = margins_from_bounds(*ibp_bounds(model, x, eps, domain=domain, sound=sound), y)
         return rounding.down(margins) if sound else margins
     if sound:
-        input_box(x, eps, domain=domain)  # the checks
         with rounding.exact_kernels(x.device):
             mu, r = _sound_penultimate(layers, x, eps, domain, len(layers) - 1)
             margins = rounding.folded_margins(layers[-1].weight, layers[-1].bias, y, mu, r)

@@ -6,7 +6,9 @@ Run: ``.venv/bin/python benchmarks/certify.py [--rounds 15] [--device cpu|cuda]`
   (the centre with W, the radius with |W|): two passes of the network's linear work, so two
   forward passes is the floor. Each round times ``model(x)`` and ``ibp_bounds(model, x, eps)``
   on the same batch, under ``torch.no_grad()``, in alternating order; the script prints the
-  median over rounds of the per-round ratio ibp / forward (target <= 2.5).
+  median over rounds of the per-round ratio ibp / forward (target <= 2.5). A ratio a little
+  under 2 can happen on a CPU: the forward pass allocates a fresh tensor for every ReLU's
+  output, while IBP without autograd works in place.
   auto_LiRPA, the reference implementation of IBP and CROWN, is not timed: its only PyPI
   release (0.3) requires torch < 1.13 and fails to import with NumPy 2.
 * **Randomized smoothing.** ``Smooth.certify(x, n0, n, alpha, batch_size)`` runs n0 + n

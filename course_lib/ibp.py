@@ -43,6 +43,7 @@ dtype; every function is differentiable (IBP training back-propagates through th
 from __future__ import annotations
 
 import math
+import weakref
 from collections.abc import Callable, Iterable
 
 import torch
@@ -186,12 +187,33 @@ def interval_conv2d(lower: Tensor, upper: Tensor, conv: nn.Conv2d) -> Interval:
 # Through a network, in centre/radius form
 # ---------------------------------------------------------------------------
 
+_ABS_CACHE: dict[int, tuple[weakref.ref, tuple, Tensor]] = {}  # id(weight) -> (ref, key, |W|)
+
+
+def abs_weight(weight: Tensor) -> Tensor:
+    """``weight.abs()``, kept between calls while the weight is unchanged and no gradient flows.
+
+    A certification sweep computes ``|W|`` of the same layers batch after batch; the cached copy
+    is recomputed as soon as the weight changes in place (its version counter moves, as under an
+    optimizer step), is replaced or moves, and is dropped with the weight."""
+    if weight.requires_grad and torch.is_grad_enabled():
+        return weight.abs()  # part of the graph: never cached
+    key = (weight._version, weight.data_ptr(), weight.shape, weight.dtype, weight.device)
+    hit = _ABS_CACHE.get(id(weight))
+    if hit is not None and hit[0]() is weight and hit[1] == key:
+        return hit[2]
+    value = weight.detach().abs()
+    ident = id(weight)
+    _ABS_CACHE[ident] = (weakref.ref(weight, lambda _, k=ident: _ABS_CACHE.pop(k, None)), key, value)
+    return value
+
+
 def _conv2d(conv: nn.Conv2d, mu: Tensor, r: Tensor) -> Interval:
     # _conv_forward applies the padding mode. Zero padding: every input meets each kernel window
     # at most once, so |W| r is the exact radius. Reflect/replicate/circular copy inputs into the
     # padding (coefficients 0 or 1), so one input can meet a window twice with weights of opposite
     # signs: |W| r then over-counts, still sound (|a + b| <= |a| + |b|) but looser.
-    return conv._conv_forward(mu, conv.weight, conv.bias), conv._conv_forward(r, conv.weight.abs(), None)
+    return conv._conv_forward(mu, conv.weight, conv.bias), conv._conv_forward(r, abs_weight(conv.weight), None)
 
 
 def layers_of(model: nn.Module) -> list[nn.Module]:
@@ -224,12 +246,14 @@ def _step(layer: nn.Module, mu: Tensor, r: Tensor) -> Interval:
     ``mu`` and ``r`` must be tensors the propagation made (never a caller's): when no gradient
     flows through them, a ReLU overwrites them, since on a CPU a fresh activation-sized tensor
     costs more in page faults than the arithmetic."""
-    if isinstance(layer, nn.Linear):
-        return layer(mu), F.linear(r, layer.weight.abs())  # W mu + b, |W| r
+    if isinstance(layer, nn.Linear):  # the functional forms skip nn.Module's call machinery
+        return F.linear(mu, layer.weight, layer.bias), F.linear(r, abs_weight(layer.weight))  # W mu + b, |W| r
     if isinstance(layer, nn.Conv2d):
         return _conv2d(layer, mu, r)
-    if isinstance(layer, (nn.Flatten, nn.Identity)):
-        return layer(mu), layer(r)
+    if isinstance(layer, nn.Flatten):
+        return mu.flatten(layer.start_dim, layer.end_dim), r.flatten(layer.start_dim, layer.end_dim)
+    if isinstance(layer, nn.Identity):
+        return mu, r
     # monotone activation: through the two ends, back to centre/radius
     if isinstance(layer, nn.ReLU):
         if not (mu.requires_grad or r.requires_grad):
@@ -323,7 +347,7 @@ def _checked_eps(x: Tensor, eps: float | Tensor, domain: tuple[float, float] | N
         raise ValueError(f"eps must be a number >= 0 or a tensor (N,), got {type(eps).__name__}")
     if domain is not None:
         lo, hi = domain
-        x_lo, x_hi = torch.aminmax(x.detach())
+        x_lo, x_hi = (v.item() for v in torch.aminmax(x.detach()))  # one pass; plain floats compare fastest
         if not (x_lo >= lo and x_hi <= hi):  # also catches nan
             raise ValueError(f"x must lie in the domain [{lo}, {hi}] (got values in [{x_lo:.3g}, {x_hi:.3g}]); "
                              "undo normalization first, or pass domain=None")
@@ -340,6 +364,29 @@ def _centre_radius(lower: Tensor, upper: Tensor, *, owned: bool = False) -> Inte
         return centre, upper.sub_(centre)
     centre = torch.lerp(lower, upper, 0.5)
     return centre, upper - centre
+
+
+def _box_centre_radius(x: Tensor, eps: float | Tensor, domain: tuple[float, float] | None) -> Interval:
+    """Centre and radius of :func:`input_box` (x and eps checked), in as few passes as it takes.
+
+    With a number eps at most half the domain's width [a, b], the clipped box
+    ``[max(x - eps, a), min(x + eps, b)]`` has centre ``(x + clamp(x, a + eps, b - eps)) / 2``
+    (x itself away from the edges, halfway to the inner edge near them) and radius
+    ``min(x + eps, b) - centre``: four passes over the input instead of six, which is most of
+    what IBP costs beyond its two matrix products on a small MLP. That form is used when no
+    gradient is recorded (certification, evaluation); under autograd (IBP training) the box is
+    built end by end, so that a trained model does not depend on this speed-up's rounding."""
+    checked = _checked_eps(x, eps, domain)
+    if (domain is None or isinstance(checked, Tensor) or torch.is_grad_enabled()
+            or not 2 * checked <= domain[1] - domain[0]):
+        if isinstance(checked, Tensor):
+            checked = checked.to(x.dtype)
+        lower, upper = ((x - checked, x + checked) if domain is None else
+                        (torch.sub(x, checked).clamp_(min=domain[0]), torch.add(x, checked).clamp_(max=domain[1])))
+        return _centre_radius(lower, upper, owned=True)
+    a, b = domain
+    centre = torch.clamp(x, a + checked, b - checked).lerp_(x, 0.5)
+    return centre, torch.add(x, checked).clamp_(max=b).sub_(centre)
 
 
 def ibp_layer_bounds(model: nn.Module, x: Tensor, eps: float | Tensor, *,
@@ -387,7 +434,7 @@ def ibp_bounds(model: nn.Module, x: Tensor, eps: float | Tensor, *,
         with rounding.exact_kernels(x.device):
             mu, r = _sound_penultimate(layers, x, eps, domain, len(layers))
             return rounding.down(mu - r), rounding.up(mu + r)
-    return _propagate(layers, *_centre_radius(*input_box(x, eps, domain=domain), owned=True))
+    return _propagate(layers, *_box_centre_radius(x, eps, domain))
 
 
 def _sound_penultimate(layers: list[nn.Module], x: Tensor, eps: float | Tensor,
@@ -462,7 +509,7 @@ def worst_case_margins(model: nn.Module, x: Tensor, y: Tensor, eps: float | Tens
             mu, r = _sound_penultimate(layers, x, eps, domain, len(layers) - 1)
             margins = rounding.folded_margins(layers[-1].weight, layers[-1].bias, y, mu, r)
         return margins.scatter(1, y[:, None], math.inf)
-    mu, r = _centre_radius(*input_box(x, eps, domain=domain), owned=True)
+    mu, r = _box_centre_radius(x, eps, domain)
     for layer in layers[:-1]:
         mu, r = _step(layer, mu, r)
     last: nn.Linear = layers[-1]

@@ -420,3 +420,67 @@ def test_no_grad_fast_path_matches_and_leaves_inputs_alone(seed):
     torch.testing.assert_close(fast_margins[finite], margins.detach()[finite], rtol=1e-12, atol=1e-12)
     for lo, hi in layer_bounds:
         assert (lo <= hi).all()
+
+
+@pytest.mark.parametrize("eps", [0.0, 1e-3, 0.1, 0.3, 0.5, 0.7, 2.0])
+@pytest.mark.parametrize("domain", [(0.0, 1.0), (-1.0, 2.0), None])
+def test_box_centre_radius_is_the_clipped_box(eps, domain):
+    """The four-pass centre/radius of the input box equals (lower + upper) / 2 and
+    (upper - lower) / 2 of input_box, edges included; eps = 0 gives x and 0 exactly."""
+    gen = torch.Generator().manual_seed(int(eps * 1000) + (0 if domain is None else 7))
+    lo, hi = (0.0, 1.0) if domain is None else domain
+    x = lo + (hi - lo) * torch.rand(64, 3, 5, generator=gen, dtype=torch.float64)
+    x[0, 0, :] = lo  # values exactly on the domain's edges, and within eps of them
+    x[0, 1, :] = hi
+    x[1, 0, :] = lo + eps / 3
+    x[1, 1, :] = hi - eps / 3
+    lower, upper = ibp.input_box(x, eps, domain=domain)
+    with torch.no_grad():  # the four-pass form (under autograd the box is built end by end)
+        centre, radius = ibp._box_centre_radius(x, eps, domain)
+    torch.testing.assert_close(centre, (lower + upper) / 2, rtol=0, atol=1e-15)
+    torch.testing.assert_close(radius, (upper - lower) / 2, rtol=0, atol=1e-15)
+    assert (radius >= 0).all()
+    if eps == 0.0:
+        assert torch.equal(centre, x) and not radius.any()
+    xf = x.float()  # float32: the same up to rounding
+    lower, upper = ibp.input_box(xf, eps, domain=domain)
+    with torch.no_grad():
+        centre, radius = ibp._box_centre_radius(xf, eps, domain)
+    torch.testing.assert_close(centre, (lower + upper) / 2, rtol=0, atol=4e-7 * (1 + abs(hi)))
+    torch.testing.assert_close(radius, (upper - lower) / 2, rtol=0, atol=4e-7 * (1 + abs(hi)))
+
+
+def test_abs_weight_is_cached_until_the_weight_changes():
+    layer = nn.Linear(5, 3)
+    with torch.no_grad():
+        first = ibp.abs_weight(layer.weight)
+        assert torch.equal(first, layer.weight.abs()) and not first.requires_grad
+        assert ibp.abs_weight(layer.weight) is first  # cached
+        layer.weight.mul_(-2)  # an in-place change (an optimizer step) moves the version counter
+        second = ibp.abs_weight(layer.weight)
+        assert torch.equal(second, layer.weight.abs()) and second is not first
+        layer.weight = nn.Parameter(torch.randn(3, 5))  # a replaced weight
+        assert torch.equal(ibp.abs_weight(layer.weight), layer.weight.abs())
+    graph = ibp.abs_weight(layer.weight)  # with gradients: part of the graph, never cached
+    assert graph.requires_grad
+    graph.sum().backward()
+    torch.testing.assert_close(layer.weight.grad, layer.weight.sign())
+    # ibp_bounds after a training step sees the new weights (no stale |W|)
+    model = nn.Sequential(nn.Linear(4, 6), nn.ReLU(), nn.Linear(6, 2))
+    x = torch.rand(3, 4)
+    with torch.no_grad():
+        ibp.ibp_bounds(model, x, 0.1)
+    opt = torch.optim.SGD(model.parameters(), lr=1.0)
+    model(x).square().sum().backward()
+    opt.step()
+    with torch.no_grad():
+        cached = ibp.ibp_bounds(model, x, 0.1)
+    ibp._ABS_CACHE.clear()
+    with torch.no_grad():
+        fresh = ibp.ibp_bounds(model, x, 0.1)
+    assert all(torch.equal(a, b) for a, b in zip(cached, fresh))
+    n = len(ibp._ABS_CACHE)
+    del model, opt
+    import gc
+    gc.collect()
+    assert len(ibp._ABS_CACHE) < n  # entries go with their weights

@@ -380,3 +380,24 @@ def test_sandbox_wall_time_cap(tmp_path):
     nb = notebook(*[cell("import time; time.sleep(2)") for _ in range(5)])
     executed, reason = sandbox.execute_notebook(nb, None, sandbox.Limits(cell_timeout=10, wall_timeout=5))
     assert executed is None and "ran longer than 5 s" in reason
+
+
+def test_feedback_exporter_shares_its_templates_and_renders_the_same():
+    """The workers' feedback exporter compiles the templates once per process; what it renders
+    is what a fresh nbconvert HTMLExporter renders (up to the random ids widgets get), notebook
+    after notebook."""
+    from nbconvert.exporters import HTMLExporter
+
+    from course_lib.autograde_worker import shared_templates_exporter
+
+    shared = shared_templates_exporter()
+    uuid = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+    paths = [REPO / "lectures" / "01_gd_sgd.ipynb", REPO / "lectures" / "05_randomized_smoothing.ipynb",
+             REPO / "lectures" / "01_gd_sgd.ipynb"]
+    for path in paths:
+        nb = nbformat.read(path, as_version=4)
+        fresh, _ = HTMLExporter(sanitize_html=True).from_notebook_node(nb)
+        reused, _ = shared(sanitize_html=True).from_notebook_node(nb)
+        assert uuid.sub("", reused) == uuid.sub("", fresh), path.name
+    assert len(shared._environments) == 1
+    assert shared().environment is shared().environment

@@ -320,7 +320,11 @@ def input_box(x: Tensor, eps: float | Tensor, *, domain: tuple[float, float] | N
     Raises:
         ValueError: for eps < 0, nan or of the wrong shape, or x outside ``domain``.
     """
-    eps = _checked_eps(x, eps, domain)
+    return _clipped_box(x, _checked_eps(x, eps, domain), domain)
+
+
+def _clipped_box(x: Tensor, eps: float | Tensor, domain: tuple[float, float] | None) -> Interval:
+    """:func:`input_box` for an eps that :func:`_checked_eps` has already checked."""
     if isinstance(eps, Tensor):
         eps = eps.to(x.dtype)
     if domain is None:
@@ -379,11 +383,7 @@ def _box_centre_radius(x: Tensor, eps: float | Tensor, domain: tuple[float, floa
     checked = _checked_eps(x, eps, domain)
     if (domain is None or isinstance(checked, Tensor) or torch.is_grad_enabled()
             or not 2 * checked <= domain[1] - domain[0]):
-        if isinstance(checked, Tensor):
-            checked = checked.to(x.dtype)
-        lower, upper = ((x - checked, x + checked) if domain is None else
-                        (torch.sub(x, checked).clamp_(min=domain[0]), torch.add(x, checked).clamp_(max=domain[1])))
-        return _centre_radius(lower, upper, owned=True)
+        return _centre_radius(*_clipped_box(x, checked, domain), owned=True)
     a, b = domain
     centre = torch.clamp(x, a + checked, b - checked).lerp_(x, 0.5)
     return centre, torch.add(x, checked).clamp_(max=b).sub_(centre)

@@ -4,7 +4,7 @@
 #   make lab                 JupyterLab 4 on 127.0.0.1:$(PORT), opened on lectures/
 #   make test                the whole test suite (what CI runs)
 #   make release             regenerate assignments/ from solutions/ (nbgrader)
-#   make grade SUBMISSIONS=<dir|zip> ASSIGNMENT=<name> OUT=<dir> [STUDENT=] [JOBS=] [UNSAFE=1]
+#   make grade SUBMISSIONS=<dir|zip> ASSIGNMENT=<name> OUT=<dir> [STUDENT=] [JOBS=] [UNSAFE=1] [ZYGOTE=0]
 #                            autograde a class, each submission in a bubblewrap sandbox
 #   make validate NOTEBOOK=<path>   a student's check before hand-in
 #   make lecture NB=lectures/01_gd_sgd.ipynb   re-execute one notebook in place
@@ -51,9 +51,9 @@ release: $(STAMP)
 
 grade: $(STAMP)
 	@test -n "$(SUBMISSIONS)" -a -n "$(ASSIGNMENT)" || \
-		{ echo "usage: make grade SUBMISSIONS=<dir or zip> ASSIGNMENT=<name> OUT=<dir> [STUDENT=<id>] [JOBS=<n>] [UNSAFE=1]"; exit 2; }
+		{ echo "usage: make grade SUBMISSIONS=<dir or zip> ASSIGNMENT=<name> OUT=<dir> [STUDENT=<id>] [JOBS=<n>] [UNSAFE=1] [ZYGOTE=0]"; exit 2; }
 	$(PY) -m course_lib.grading --submissions "$(SUBMISSIONS)" --assignment "$(ASSIGNMENT)" --out "$(OUT)" \
-		$(if $(STUDENT),--student "$(STUDENT)") $(if $(JOBS),--jobs $(JOBS)) $(if $(filter 1,$(UNSAFE)),--unsafe)
+		$(if $(STUDENT),--student "$(STUDENT)") $(if $(JOBS),--jobs $(JOBS)) $(if $(filter 1,$(UNSAFE)),--unsafe) $(if $(filter 0,$(ZYGOTE)),--no-zygote)
 
 validate: $(STAMP)
 	@test -n "$(NOTEBOOK)" || { echo "usage: make validate NOTEBOOK=assignments/ps1_gd_sgd/gd_sgd.ipynb"; exit 2; }

@@ -1,6 +1,6 @@
 """Autograde students one after another, reading their ids on stdin (started by :mod:`course_lib.grading`).
 
-Usage: ``python -m course_lib.autograde_worker COURSE ASSIGNMENT LIMITS_JSON UNSAFE``,
+Usage: ``python -m course_lib.autograde_worker COURSE ASSIGNMENT LIMITS_JSON UNSAFE ZYGOTE``,
 then one student id per line on stdin; for each, one JSON line on stdout:
 ``{"student", "success", "feedback", "log"}``.
 
@@ -10,7 +10,8 @@ tests included) from the gradebook and put back deleted test cells. nbgrader's o
 ``Execute`` step is replaced by :class:`SandboxExecute`, which ships the sanitized
 notebook to a bubblewrap sandbox (:mod:`course_lib.sandbox`) and reads back the
 executed notebook; grades are then computed here from that notebook. Student code
-never runs in this process. Several workers can run at once (``JOBS``): they share the
+never runs in this process. By default the sandboxes are forked from one pre-imported
+zygote per worker (:class:`course_lib.sandbox.Zygote`; ZYGOTE ``0``: each from scratch). Several workers can run at once (``JOBS``): they share the
 gradebook through SQLite with a long busy timeout.
 """
 
@@ -21,9 +22,37 @@ import sys
 from pathlib import Path
 
 from nbgrader.preprocessors import NbGraderPreprocessor
-from traitlets import Bool, Dict
+from traitlets import Bool, Dict, List, Unicode
 
 from course_lib import sandbox
+
+
+class _Zygotes:
+    """This worker's zygote (:class:`course_lib.sandbox.Zygote`), started on first use and
+    restarted if it stops; given up for the worker's life if it cannot fork a sandbox here
+    (nested user namespaces refused), when every submission gets a sandbox of its own."""
+
+    zygote: sandbox.Zygote | None = None
+    unusable: str | None = None
+
+    @classmethod
+    def execute(cls, nb, files: Path, limits: sandbox.Limits, preload: list[str]):
+        if cls.unusable is None:
+            try:
+                if cls.zygote is None or not cls.zygote.alive():
+                    cls.zygote = sandbox.Zygote(limits, tuple(preload))
+                return cls.zygote.execute(nb, files)
+            except sandbox.ZygoteError as error:
+                if error.permanent:
+                    cls.unusable = str(error)  # this machine cannot run it: stop trying
+                cls.zygote = None
+        return sandbox.execute_notebook(nb, files, limits)
+
+    @classmethod
+    def close(cls) -> None:
+        if cls.zygote is not None:
+            cls.zygote.close()
+            cls.zygote = None
 
 
 class SandboxExecute(NbGraderPreprocessor):
@@ -31,11 +60,18 @@ class SandboxExecute(NbGraderPreprocessor):
 
     limits = Dict(help="course_lib.sandbox.Limits fields").tag(config=True)
     unsafe = Bool(False, help="run without bubblewrap (resource limits only)").tag(config=True)
+    zygote = Bool(True, help="fork each sandbox from a pre-imported zygote (one per worker)").tag(config=True)
+    preload = List(Unicode(), help="modules the zygote imports once (the assignment's imports)").tag(config=True)
 
     def preprocess(self, nb, resources):
         files = Path(resources["metadata"]["path"])  # autograded/<student>/<assignment>
-        executed, reason = sandbox.execute_notebook(nb, files, sandbox.Limits(**self.limits),
-                                                    unsafe=self.unsafe)
+        limits = sandbox.Limits(**self.limits)
+        if self.unsafe:
+            executed, reason = sandbox.execute_notebook(nb, files, limits, unsafe=True)
+        elif self.zygote:
+            executed, reason = _Zygotes.execute(nb, files, limits, self.preload)
+        else:
+            executed, reason = sandbox.execute_notebook(nb, files, limits)
         if executed is None:
             raise SandboxFailure(reason)
         return executed, resources
@@ -71,9 +107,7 @@ def shared_templates_exporter():
 
 def main(argv: list[str]) -> int:
     course, assignment, limits, unsafe = Path(argv[0]), argv[1], json.loads(argv[2]), argv[3] == "1"
-    from nbgrader.converters import Autograde, GenerateFeedback
-    from nbgrader.coursedir import CourseDirectory
-    from nbgrader.utils import capture_log
+    zygote = len(argv) < 5 or argv[4] == "1"
     from traitlets.config.loader import PyFileConfigLoader
 
     config = PyFileConfigLoader("nbgrader_config.py", path=str(course)).load_config()
@@ -85,6 +119,9 @@ def main(argv: list[str]) -> int:
     config.OverwriteCells.add_missing_cells = True  # deleted test cells come back from the source
     config.SandboxExecute.limits = limits
     config.SandboxExecute.unsafe = unsafe
+    config.SandboxExecute.zygote = zygote
+    # the zygote imports what the assignment's own (trusted) notebooks import, never the students'
+    config.SandboxExecute.preload = sandbox.notebook_imports(sorted((course / "source" / assignment).glob("*.ipynb")))
     config.Autograde.autograde_preprocessors = [
         SandboxExecute,
         "nbgrader.preprocessors.IgnorePattern",
@@ -96,7 +133,20 @@ def main(argv: list[str]) -> int:
     ]
     config.HTMLExporter.sanitize_html = True  # student outputs may carry scripts
     config.GenerateFeedback.exporter_class = shared_templates_exporter()
-    for line in sys.stdin:
+    try:
+        grade_students(sys.stdin, assignment, config)
+    finally:
+        _Zygotes.close()
+    return 0
+
+
+def grade_students(lines, assignment: str, config) -> None:
+    """Autograde and render feedback for each student id in ``lines``; one JSON line each."""
+    from nbgrader.converters import Autograde, GenerateFeedback
+    from nbgrader.coursedir import CourseDirectory
+    from nbgrader.utils import capture_log
+
+    for line in lines:
         student = line.strip()
         if not student:
             continue
@@ -114,7 +164,6 @@ def main(argv: list[str]) -> int:
                   "feedback": bool(feedback["success"]),
                   "log": graded.get("log", "") + graded.get("error", "")}
         print(json.dumps(result), flush=True)
-    return 0
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@
 Usage (``make grade`` calls this)::
 
     python -m course_lib.grading --submissions DIR_OR_ZIP --assignment NAME --out OUT
-                                 [--student ID] [--jobs N] [--unsafe] [limits...]
+                                 [--student ID] [--jobs N] [--unsafe] [--no-zygote] [limits...]
 
 ``DIR_OR_ZIP`` holds one folder per student, ``<student>/<assignment>/<notebook>.ipynb``
 (a zip of that, as a learning-management system exports it, is unpacked first; one
@@ -186,7 +186,7 @@ def _unpack_zip(path: Path, dest: Path, assignment: str) -> Path:
 
 
 def _worker_results(course: Path, assignment: str, limits: Limits, unsafe: bool,
-                    students: list[str], jobs: int) -> Iterator[dict]:
+                    students: list[str], jobs: int, zygote: bool = True) -> Iterator[dict]:
     """Grade ``students`` with ``jobs`` worker processes; yield each result as it comes.
 
     A worker that dies takes only the student it was grading with it: that student is
@@ -196,7 +196,7 @@ def _worker_results(course: Path, assignment: str, limits: Limits, unsafe: bool,
     for s in students:
         todo.put(s)
     done: queue.Queue = queue.Queue()
-    args = [str(course), assignment, json.dumps(limits.__dict__), "1" if unsafe else "0"]
+    args = [str(course), assignment, json.dumps(limits.__dict__), "1" if unsafe else "0", "1" if zygote else "0"]
 
     def drive() -> None:
         proc = None
@@ -300,7 +300,7 @@ def _read_csv(path: Path) -> dict[str, dict[str, str]]:
 def grade_submissions(submissions: Path, assignment: str, out: Path, *,
                       source_root: Path = REPO / SOURCE_DIR, limits: Limits = Limits(),
                       jobs: int | None = None, student: str | None = None, unsafe: bool = False,
-                      progress: bool = True) -> list[GradeRow]:
+                      progress: bool = True, zygote: bool = True) -> list[GradeRow]:
     """Autograde every student folder in ``submissions`` (or only ``student``) into ``out``.
 
     Args:
@@ -313,6 +313,8 @@ def grade_submissions(submissions: Path, assignment: str, out: Path, *,
         student: regrade only this student, keeping everything else in ``out``.
         unsafe: run without bubblewrap (resource limits only, no isolation).
         progress: show a tqdm bar (students done, failed, ETA).
+        zygote: fork each submission's sandbox from one pre-imported Python per worker
+            (:class:`course_lib.sandbox.Zygote`); False starts a sandbox from scratch for each.
 
     Returns:
         The rows of the students graded in this run, sorted by student.
@@ -368,7 +370,7 @@ def grade_submissions(submissions: Path, assignment: str, out: Path, *,
         bar = tqdm(total=len(students), desc=f"grading {assignment}", unit="student", disable=not progress)
         failed = len(rows)
         bar.update(failed)
-        for result in _worker_results(course, assignment, limits, unsafe, runnable, jobs):
+        for result in _worker_results(course, assignment, limits, unsafe, runnable, jobs, zygote):
             s = result["student"]
             rows[s] = _record(course, db, result, assignment, max_score, limits, out, notes[s])
             failed += rows[s].status != "graded"
@@ -420,6 +422,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--student", default=None, help="regrade only this student")
     parser.add_argument("--jobs", type=int, default=None, help="submissions at once (default: CPU cores)")
     parser.add_argument("--unsafe", action="store_true", help="grade without bubblewrap isolation")
+    parser.add_argument("--no-zygote", action="store_true",
+                        help="start every submission's sandbox from scratch (slower; no shared pre-imported Python)")
     parser.add_argument("--source", type=Path, default=REPO / SOURCE_DIR,
                         help="folder of nbgrader source assignments (default: solutions/)")
     parser.add_argument("--cell-timeout", type=int, default=defaults.cell_timeout,
@@ -440,7 +444,8 @@ def main(argv: list[str] | None = None) -> int:
                   "permissions, can read solutions/ and write anywhere you can", file=sys.stderr)
         rows = grade_submissions(args.submissions, args.assignment, args.out, source_root=args.source,
                                  limits=limits, jobs=args.jobs, student=args.student,
-                                 unsafe=args.unsafe, progress=not args.no_progress)
+                                 unsafe=args.unsafe, progress=not args.no_progress,
+                                 zygote=not args.no_zygote)
     except (GradingError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -23,14 +23,21 @@ What the sandbox (``bwrap``) gives each submission:
 * a per-cell timeout (the cell is interrupted; later cells run) and a wall-time cap for
   the whole submission (everything in the sandbox is killed).
 
+:func:`execute_notebook` builds that sandbox from scratch for one submission;
+:class:`Zygote` builds it once per grading worker around a pre-imported Python that forks
+each submission a child with fresh namespaces of its own (:mod:`course_lib.sandbox_zygote`).
+
 Without ``bwrap`` the same executor runs as a plain child process with the same
 resource limits but no filesystem or network isolation: only with ``unsafe=True``.
 """
 
 from __future__ import annotations
 
+import ast
+import json
 import os
 import resource
+import select
 import shutil
 import subprocess
 import sys
@@ -99,16 +106,32 @@ def _readonly_paths() -> list[str]:
     return keep
 
 
-def _bwrap_command(box: Path) -> list[str]:
+def _bwrap_base() -> list[str]:
     # --cap-drop ALL: run as root, bwrap would otherwise keep the capabilities of its new user
     # namespace, and CAP_SYS_ADMIN there can remount the read-only binds read-write
     cmd = [shutil.which("bwrap") or "bwrap", "--unshare-all", "--cap-drop", "ALL", "--die-with-parent", "--new-session",
            "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]
     for path in _readonly_paths():
         cmd += ["--ro-bind", path, path]
-    cmd += ["--bind", str(box), "/sandbox", "--remount-ro", "/", "--chdir", "/sandbox/work",
-            "--setenv", "HOME", "/tmp", "--setenv", "TMPDIR", "/tmp"]
     return cmd
+
+
+def _bwrap_command(box: Path) -> list[str]:
+    return _bwrap_base() + ["--bind", str(box), "/sandbox", "--remount-ro", "/", "--chdir", "/sandbox/work",
+                            "--setenv", "HOME", "/tmp", "--setenv", "TMPDIR", "/tmp"]
+
+
+def _user_process_count() -> int:
+    """How many processes (threads included) this user runs now, as RLIMIT_NPROC counts them."""
+    uid, count = os.getuid(), 0
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                if os.stat(f"/proc/{entry}").st_uid == uid:
+                    count += len(os.listdir(f"/proc/{entry}/task"))
+            except OSError:
+                pass  # gone meanwhile
+    return count
 
 
 def _limit_resources(limits: Limits, nproc: int | None, cgroup: Path | None):
@@ -192,9 +215,55 @@ def copy_regular_files(src: Path, dst: Path, *, notebooks: bool = True) -> None:
                 shutil.copyfile(path, dst / rel / name)
 
 
+SUBMISSION = "submission.ipynb"
+
+
+def _sandbox_env() -> dict[str, str]:
+    """The whole environment of sandboxed processes: nothing of the grader's leaks in."""
+    return {"PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin", "LANG": "C.UTF-8",
+            "HOME": "/tmp", "TMPDIR": "/tmp", "JUPYTER_RUNTIME_DIR": "/tmp/jupyter",
+            "IPYTHONDIR": "/tmp/ipython", "MPLCONFIGDIR": "/tmp/matplotlib", "MPLBACKEND": "Agg",
+            "PYTHONDONTWRITEBYTECODE": "1", "OMP_NUM_THREADS": "1"}
+
+
+def _process_limits(limits: Limits, extra: int = 0):
+    """(cgroup or None, RLIMIT_NPROC or None) capping a sandbox at ``limits.max_processes + extra``."""
+    cgroup = make_pids_cgroup(limits.max_processes + extra)
+    # RLIMIT_NPROC counts all of this user's processes: allow the ones already running
+    nproc = None if cgroup is not None or os.getuid() == 0 else _user_process_count() + limits.max_processes + extra
+    return cgroup, nproc
+
+
+def _fill_box(box: Path, nb: NotebookNode, files: Path | None) -> None:
+    """``box/work``: a copy of the student's other files and the notebook to run."""
+    work = box / "work"
+    work.mkdir()
+    if files is not None:
+        copy_regular_files(files, work, notebooks=False)
+    nbformat.write(nb, work / SUBMISSION)
+
+
+def _read_back(box: Path, limits: Limits, log: str) -> tuple[NotebookNode | None, str | None]:
+    """The executed notebook the sandbox left in ``box`` (untrusted: checked before use)."""
+    out = box / f"{SUBMISSION}.out"
+    if out.is_symlink() or not out.is_file():
+        detail = "memory limit" if "MemoryError" in log else "the executor failed"
+        return None, f"the notebook could not be executed ({detail})"
+    if out.stat().st_size >= limits.max_file_bytes:
+        return None, f"output too large (over {limits.max_file_bytes // 2**20} MiB)"
+    try:
+        return nbformat.read(out, as_version=4), None
+    except Exception:  # a half-written or tampered file
+        return None, "the executed notebook came back unreadable"
+
+
+def _wall_time_reason(limits: Limits) -> str:
+    return f"the whole submission ran longer than {limits.wall_timeout} s and was stopped"
+
+
 def execute_notebook(nb: NotebookNode, files: Path | None, limits: Limits = Limits(), *,
                      unsafe: bool = False) -> tuple[NotebookNode | None, str | None]:
-    """Execute ``nb`` in a sandbox next to a copy of the student's other files.
+    """Execute ``nb`` in a sandbox of its own next to a copy of the student's other files.
 
     Args:
         nb: the (already sanitized) notebook to run.
@@ -208,40 +277,171 @@ def execute_notebook(nb: NotebookNode, files: Path | None, limits: Limits = Limi
     """
     with tempfile.TemporaryDirectory(prefix="course_sandbox_") as tmp:
         box = Path(tmp)
+        _fill_box(box, nb, files)
         work = box / "work"
-        work.mkdir()
-        if files is not None:
-            copy_regular_files(files, work, notebooks=False)
-        name = "submission.ipynb"
-        nbformat.write(nb, work / name)
         if unsafe:  # same executor and limits, no namespaces: paths are the real ones
-            source, target, cwd, prefix = str(work / name), str(box / f"{name}.out"), work, []
+            source, target, cwd, prefix = str(work / SUBMISSION), str(box / f"{SUBMISSION}.out"), work, []
         else:
-            source, target, cwd, prefix = name, f"/sandbox/{name}.out", None, _bwrap_command(box)
+            source, target, cwd, prefix = SUBMISSION, f"/sandbox/{SUBMISSION}.out", None, _bwrap_command(box)
         cmd = prefix + [sys.executable, "-m", "course_lib.sandbox_exec", source, target,
                         str(limits.cell_timeout), str(limits.max_output_chars), str(limits.memory_bytes)]
-        env = {"PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin", "LANG": "C.UTF-8",
-               "HOME": "/tmp", "TMPDIR": "/tmp", "JUPYTER_RUNTIME_DIR": "/tmp/jupyter",
-               "IPYTHONDIR": "/tmp/ipython", "MPLCONFIGDIR": "/tmp/matplotlib", "MPLBACKEND": "Agg",
-               "PYTHONDONTWRITEBYTECODE": "1", "OMP_NUM_THREADS": "1"}
-        cgroup = make_pids_cgroup(limits.max_processes)
-        # RLIMIT_NPROC counts all of this user's processes: allow the ones already running
-        nproc = None if cgroup is not None or os.getuid() == 0 else _user_process_count() + limits.max_processes
+        cgroup, nproc = _process_limits(limits)
         try:
-            done = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True,
+            done = subprocess.run(cmd, cwd=cwd, env=_sandbox_env(), capture_output=True, text=True,
                                   timeout=limits.wall_timeout, start_new_session=True,
                                   preexec_fn=_limit_resources(limits, nproc, cgroup))
         except subprocess.TimeoutExpired:
-            return None, f"the whole submission ran longer than {limits.wall_timeout} s and was stopped"
+            return None, _wall_time_reason(limits)
         finally:
             _remove_cgroup(cgroup)
-        out = box / f"{name}.out"
-        if out.is_symlink() or not out.is_file():
-            detail = "memory limit" if "MemoryError" in done.stderr else "the executor failed"
-            return None, f"the notebook could not be executed ({detail})"
-        if out.stat().st_size >= limits.max_file_bytes:
-            return None, f"output too large (over {limits.max_file_bytes // 2**20} MiB)"
+        return _read_back(box, limits, done.stderr)
+
+
+def notebook_imports(paths: list[Path]) -> list[str]:
+    """The modules the code cells of these notebooks import (``import a.b`` gives ``a.b``),
+    in first-seen order; cells that are not plain Python (magics) are read line by line."""
+    modules: list[str] = []
+    for path in paths:
         try:
-            return nbformat.read(out, as_version=4), None
-        except Exception:  # a half-written or tampered file
-            return None, "the executed notebook came back unreadable"
+            cells = [c for c in nbformat.read(path, as_version=4).cells if c.cell_type == "code"]
+        except Exception:  # not a notebook: nothing to preload from it
+            continue
+        for cell in cells:
+            lines = [line for line in cell.source.splitlines() if not line.lstrip().startswith(("%", "!"))]
+            try:
+                tree = ast.parse("\n".join(lines))
+            except SyntaxError:
+                continue
+            for node in ast.walk(tree):
+                names = []
+                if isinstance(node, ast.Import):
+                    names = [alias.name for alias in node.names]
+                elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                    names = [node.module]
+                modules += [n for n in names if n not in modules]
+    return modules
+
+
+class ZygoteError(RuntimeError):
+    """The zygote could not start or stopped answering. ``permanent``: it cannot work on this
+    machine at all (no bwrap, or nested namespaces refused), so there is no point retrying."""
+
+    def __init__(self, message: str, permanent: bool = False) -> None:
+        super().__init__(message)
+        self.permanent = permanent
+
+
+class Zygote:
+    """One long-lived sandbox whose pre-imported Python forks a fresh, isolated child for each
+    submission (:mod:`course_lib.sandbox_zygote`): the same isolation and limits as a sandbox
+    of its own per submission, without paying Python's, PyTorch's and Jupyter's start-up
+    (a few seconds) every time. One per grading worker; submissions run one at a time.
+
+    What the children share with each other is only what the zygote's own sandbox shows
+    them read-only; each gets new namespaces, an empty ``/tmp`` and ``/dev/shm``, only its
+    own box, no capabilities, and nothing survives it (its PID 1 is killed at the end).
+
+    Args:
+        limits: resource caps for every submission.
+        preload: modules to import once in the zygote (those the notebooks import).
+    """
+
+    START_TIMEOUT = 180  # seconds to import the preloaded modules
+
+    def __init__(self, limits: Limits = Limits(), preload: tuple[str, ...] = ("numpy", "torch")) -> None:
+        problem = bwrap_problem()
+        if problem is not None:
+            raise ZygoteError(problem, permanent=True)
+        self.limits = limits
+        self.root = Path(tempfile.mkdtemp(prefix="course_zygote_"))
+        self._count = 0
+        # the zygote, the child that waits for its PID 1, and PID 1 count with the students' processes
+        self._cgroup, nproc = _process_limits(limits, extra=3)
+        cmd = _bwrap_base() + ["--as-pid-1", "--bind", str(self.root), "/boxes", "--dir", "/sandbox",
+                               "--remount-ro", "/dev", "--remount-ro", "/", "--chdir", "/"]
+        if os.getuid() == 0:
+            # a child may map its own user id into its new user namespace, except root's without
+            # CAP_SETFCAP (dropped): graded as root, the zygote runs as nobody in its namespace
+            cmd[1:1] = ["--unshare-user", "--uid", "65534", "--gid", "65534"]
+        cmd += [sys.executable, "-m", "course_lib.sandbox_zygote",
+                json.dumps({k: getattr(limits, k) for k in ("cell_timeout", "wall_timeout", "memory_bytes",
+                                                            "max_output_chars")}),
+                json.dumps(list(preload))]
+        self.process = subprocess.Popen(cmd, env=_sandbox_env(), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                        stderr=subprocess.DEVNULL, start_new_session=True,
+                                        preexec_fn=_limit_resources(limits, nproc, self._cgroup))
+        ready = self._reply(self.START_TIMEOUT)
+        if not ready.get("ready"):
+            self.close()
+            raise ZygoteError("the grading zygote did not start", permanent=True)
+        self.preloaded: list[str] = ready.get("preloaded", [])
+
+    def _reply(self, timeout: float) -> dict:
+        """The zygote's next JSON line, or {} if none came within ``timeout`` seconds."""
+        stdout = self.process.stdout
+        if not select.select([stdout], [], [], timeout)[0]:
+            return {}
+        line = stdout.readline()
+        try:
+            reply = json.loads(line)
+        except ValueError:
+            return {}
+        return reply if isinstance(reply, dict) else {}
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def execute(self, nb: NotebookNode, files: Path | None) -> tuple[NotebookNode | None, str | None]:
+        """Like :func:`execute_notebook`, in a child of the zygote. Raises :class:`ZygoteError`
+        (after closing the zygote) when the zygote itself fails; the caller can retry elsewhere."""
+        if not self.alive():
+            raise ZygoteError("the grading zygote is not running")
+        self._count += 1
+        name = f"box{self._count}"
+        box = self.root / name
+        box.mkdir()
+        try:
+            _fill_box(box, nb, files)
+            try:
+                self.process.stdin.write((json.dumps({"box": name}) + "\n").encode())
+                self.process.stdin.flush()
+            except OSError as error:
+                self.close()
+                raise ZygoteError(f"the grading zygote stopped: {error}") from None
+            reply = self._reply(self.limits.wall_timeout + 60)
+            if reply.get("status") not in ("done", "timeout"):
+                self.close()
+                if reply.get("status") == "error":  # a child could not make its namespaces
+                    raise ZygoteError(f"the grading zygote cannot isolate a child here: {str(reply.get('why'))[:300]}",
+                                      permanent=True)
+                raise ZygoteError("the grading zygote stopped answering")
+            if reply["status"] == "timeout":
+                return None, _wall_time_reason(self.limits)
+            log = box / "exec.log"
+            text = ""
+            if log.is_file() and not log.is_symlink():
+                with open(log, "rb") as f:
+                    text = f.read(1 << 20).decode(errors="replace")
+            return _read_back(box, self.limits, text)
+        finally:
+            shutil.rmtree(box, ignore_errors=True)
+
+    def close(self) -> None:
+        """Stop the zygote and everything in its sandbox; remove its boxes."""
+        if self.process.poll() is None:
+            self.process.kill()  # bwrap's --die-with-parent takes the whole sandbox with it
+        self.process.wait()
+        for stream in (self.process.stdin, self.process.stdout):
+            try:
+                stream.close()
+            except OSError:
+                pass
+        _remove_cgroup(self._cgroup)
+        self._cgroup = None
+        shutil.rmtree(self.root, ignore_errors=True)
+
+    def __enter__(self) -> "Zygote":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

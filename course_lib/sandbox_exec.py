@@ -84,7 +84,10 @@ def _capped_kernelspec(memory_bytes: int) -> str:
     return "course-sandbox"
 
 
-def run(in_path: str, out_path: str, cell_timeout: int, max_chars: int, memory_bytes: int) -> None:
+def run(in_path: str, out_path: str, cell_timeout: int, max_chars: int, memory_bytes: int,
+        km=None) -> None:
+    """Execute IN into OUT. ``km``: a kernel manager whose kernel already runs under the memory
+    cap (the zygote's forked kernel); None starts a fresh kernel from a capped kernelspec."""
     nb = nbformat.read(in_path, as_version=4)
     os.remove(in_path)  # it holds the hidden tests: student code must not read it from disk
     folder = in_path.rsplit("/", 1)[0] if "/" in in_path else "."
@@ -98,9 +101,10 @@ def run(in_path: str, out_path: str, cell_timeout: int, max_chars: int, memory_b
                      "traceback": [f"CellTimeoutError: the cell ran longer than {cell_timeout} s and was interrupted"]}
     client = _CappedClient(nb, timeout=cell_timeout, interrupt_on_timeout=True, allow_errors=True,
                             error_on_timeout=timeout_error,
-                            kernel_name=_capped_kernelspec(memory_bytes), record_timing=False,
+                            record_timing=False,
                             resources={"metadata": {"path": folder}},
-                            on_cell_executed=on_cell_executed)
+                            on_cell_executed=on_cell_executed,
+                            **({"km": km} if km is not None else {"kernel_name": _capped_kernelspec(memory_bytes)}))
     client.max_chars = max_chars
     code_cells = [i for i, c in enumerate(nb.cells) if c.cell_type == "code"]
     with client.setup_kernel():

@@ -9,7 +9,7 @@ Then, in one run, it times
 * ``plain``: what a TA would do with nbgrader alone: one ``nbgrader autograde`` call
   over the whole class in a course directory, serial, no sandbox, no feedback;
 * ``course_lib``: ``python -m course_lib.grading`` (JOBS parallel sandboxed submissions,
-  feedback rendered for each),
+  each sandbox forked from its worker's pre-imported zygote, feedback rendered for each),
 
 and prints both times and the speed-up plain / course_lib (target >= 2 on 2 cores). It
 also checks that both gave every student the same score.

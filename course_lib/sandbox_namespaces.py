@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import ctypes
 import os
+import re
+import stat
 
 _libc = ctypes.CDLL(None, use_errno=True)
 
@@ -55,6 +57,35 @@ def mount(source: str | None, target: str, fstype: str | None, flags: int, data:
     encode = lambda s: None if s is None else s.encode()  # noqa: E731
     _check(_libc.mount(encode(source), encode(target), encode(fstype), ctypes.c_ulong(flags), encode(data)),
            f"mount {target}")
+
+
+def submounts(path: str) -> list[str]:
+    """The top-most mount points strictly below ``path``, from ``/proc/self/mountinfo``."""
+    prefix = path.rstrip("/") + "/"
+    points = set()
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            point = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), line.split()[4])
+            if point.startswith(prefix):
+                points.add(point)
+    return sorted(p for p in points if not any(p.startswith(q + "/") for q in points))
+
+
+def mount_fresh_tmpfs(path: str) -> None:
+    """Cover ``path`` with a new, empty tmpfs. Mounts below it (the read-only binds of a
+    project or virtual environment that lives under /tmp) are bound back where they were,
+    read-only still: a bind copies the mount's flags, and in a new user namespace they are
+    locked."""
+    kept = [(point, os.open(point, os.O_PATH | os.O_NOFOLLOW)) for point in submounts(path)]
+    mount("tmpfs", path, "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777")
+    for point, fd in kept:
+        if stat.S_ISDIR(os.fstat(fd).st_mode):
+            os.makedirs(point, exist_ok=True)
+        else:
+            os.makedirs(os.path.dirname(point), exist_ok=True)
+            open(point, "a").close()
+        mount(f"/proc/self/fd/{fd}", point, None, MS_BIND | MS_REC)
+        os.close(fd)
 
 
 def enter_new_namespaces() -> None:

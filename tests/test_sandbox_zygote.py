@@ -197,3 +197,47 @@ def test_the_worker_falls_back_to_a_sandbox_per_submission(monkeypatch):
         assert autograde_worker._Zygotes.execute(nb, Path("."), LIMITS, ["torch"]) == (nb, None)
     assert len(starts) == 1 and len(calls) == 3
     assert "refused" in autograde_worker._Zygotes.unusable
+
+
+FRESH_TMP = textwrap.dedent("""\
+    import json, os, sys
+    from course_lib import sandbox_namespaces as ns
+    open("/tmp/planted", "w").write("x")
+    pid = os.fork()
+    if pid == 0:
+        ns.enter_new_namespaces()
+        ns.mount(None, "/", None, ns.MS_REC | ns.MS_PRIVATE)
+        ns.mount_fresh_tmpfs("/tmp")
+        ns.drop_all_capabilities()
+        try:
+            open("/tmp/project/lib/pwned.txt", "w").write("pwned")
+            writable = True
+        except OSError:
+            writable = False
+        print(json.dumps({"tmp": sorted(os.listdir("/tmp")), "lib": sorted(os.listdir("/tmp/project/lib")),
+                          "file": open("/tmp/project/notes.txt").read(), "writable": writable}), flush=True)
+        os._exit(0)
+    os.waitpid(pid, 0)
+""")
+
+
+def test_a_fresh_tmp_keeps_the_read_only_binds_below_it(tmp_path):
+    """A project checked out under /tmp (as CI does) is bound into the sandbox below /tmp: the
+    child's fresh /tmp must bind it back, read-only, and drop everything else."""
+    if BWRAP_PROBLEM is not None:
+        pytest.skip(f"no sandbox here: {BWRAP_PROBLEM}")
+    import subprocess
+    import sys
+
+    (tmp_path / "notes.txt").write_text("kept")
+    lib = Path(sandbox.__file__).parent
+    cmd = sandbox._bwrap_base() + ["--unshare-user", "--uid", "65534", "--gid", "65534",
+                                   "--ro-bind", str(lib), "/tmp/project/lib",
+                                   "--ro-bind", str(tmp_path / "notes.txt"), "/tmp/project/notes.txt",
+                                   "--remount-ro", "/", sys.executable, "-c", FRESH_TMP]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=sandbox._sandbox_env())
+    assert done.returncode == 0, done.stderr
+    seen = json.loads(done.stdout.strip().splitlines()[-1])
+    assert "planted" not in seen["tmp"] and "project" in seen["tmp"]
+    assert "sandbox_zygote.py" in seen["lib"] and seen["file"] == "kept"
+    assert seen["writable"] is False and not (lib / "pwned.txt").exists()

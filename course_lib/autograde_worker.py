@@ -11,8 +11,9 @@ tests included) from the gradebook and put back deleted test cells. nbgrader's o
 notebook to a bubblewrap sandbox (:mod:`course_lib.sandbox`) and reads back the
 executed notebook; grades are then computed here from that notebook. Student code
 never runs in this process. By default the sandboxes are forked from one pre-imported
-zygote per worker (:class:`course_lib.sandbox.Zygote`; ZYGOTE ``0``: each from scratch). Several workers can run at once (``JOBS``): they share the
-gradebook through SQLite with a long busy timeout.
+zygote per worker (:class:`course_lib.sandbox.Zygote`; ZYGOTE ``0``: each from scratch).
+Several workers can run at once (``JOBS``): they share the gradebook through SQLite with
+a long busy timeout.
 """
 
 from __future__ import annotations
@@ -107,7 +108,7 @@ def shared_templates_exporter():
 
 def main(argv: list[str]) -> int:
     course, assignment, limits, unsafe = Path(argv[0]), argv[1], json.loads(argv[2]), argv[3] == "1"
-    zygote = len(argv) < 5 or argv[4] == "1"
+    zygote = argv[4] == "1"
     from traitlets.config.loader import PyFileConfigLoader
 
     config = PyFileConfigLoader("nbgrader_config.py", path=str(course)).load_config()

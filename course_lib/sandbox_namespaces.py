@@ -95,7 +95,8 @@ def enter_new_namespaces() -> None:
     uid, gid = os.getuid(), os.getgid()
     flags = CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWIPC | CLONE_NEWNET | CLONE_NEWUTS
     _check(_libc.unshare(ctypes.c_int(flags)), "unshare")
-    # a non-dumpable process's /proc/self files are not its own to write: dumpable just for the maps
+    # a non-dumpable process's /proc/self files belong to root, so a non-root grader could not
+    # write its maps (EACCES; tried): dumpable just for the maps
     dumpable = _libc.prctl(PR_GET_DUMPABLE, 0, 0, 0, 0)
     prctl(PR_SET_DUMPABLE, 1)
     try:

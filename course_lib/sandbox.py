@@ -20,6 +20,11 @@ What the sandbox (``bwrap``) gives each submission:
   top of the user's current count; root ignores RLIMIT_NPROC, so root without cgroups has
   no process cap: :func:`process_cap` says which applies), the size of any file written
   (``RLIMIT_FSIZE``), and core dumps off;
+* nothing it writes reaches the grader's disk except its two result files: the working
+  folder ``/sandbox/work``, ``/tmp`` and ``/dev/shm`` are in-memory folders of at most
+  ``scratch_bytes`` each, and the executed notebook and the log are the only files of the
+  grader's it can write (each at most ``RLIMIT_FSIZE``). Without these caps one submission
+  could fill the grader's memory or disk and fail everyone graded after it;
 * a per-cell timeout (the cell is interrupted; later cells run) and a wall-time cap for
   the whole submission (everything in the sandbox is killed).
 
@@ -52,6 +57,7 @@ import nbformat
 from nbformat import NotebookNode
 
 import course_lib
+from course_lib.sandbox_exec import LOG, RESULT, STAGING_FULL, SUBMISSION
 
 BWRAP_HELP = ("bubblewrap (bwrap) is needed to isolate student code: install it with "
               "`sudo apt-get install bubblewrap` (Debian/Ubuntu) or `sudo dnf install bubblewrap`; "
@@ -68,10 +74,11 @@ class Limits:
     max_processes: int = 64  # processes and threads of the sandbox's user
     max_file_bytes: int = 256 * 2**20  # largest file any sandboxed process may write
     max_output_chars: int = 100_000  # each cell output's text is cut to this length
+    scratch_bytes: int = 512 * 2**20  # size of each in-memory folder: /sandbox/work, /tmp, /dev/shm
 
     def __post_init__(self) -> None:
         for name in ("cell_timeout", "wall_timeout", "memory_bytes", "max_processes",
-                     "max_file_bytes", "max_output_chars"):
+                     "max_file_bytes", "max_output_chars", "scratch_bytes"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
@@ -106,19 +113,42 @@ def _readonly_paths() -> list[str]:
     return keep
 
 
-def _bwrap_base() -> list[str]:
+def bwrap_caps_tmpfs() -> bool:
+    """Whether this bwrap can cap a tmpfs's size (``--size``, bubblewrap 0.7 and later)."""
+    bwrap = shutil.which("bwrap")
+    if bwrap is None:
+        return False
+    return "--size" in subprocess.run([bwrap, "--help"], capture_output=True, text=True, timeout=30).stdout
+
+
+def _tmpfs(path: str, limits: Limits | None) -> list[str]:
+    """bwrap arguments for an empty in-memory folder at ``path``, capped at ``limits.scratch_bytes``
+    where bwrap can cap it (:func:`bwrap_caps_tmpfs`)."""
+    if limits is not None and bwrap_caps_tmpfs():
+        return ["--size", str(limits.scratch_bytes), "--tmpfs", path]
+    return ["--tmpfs", path]
+
+
+def _bwrap_base(limits: Limits | None = None) -> list[str]:
     # --cap-drop ALL: run as root, bwrap would otherwise keep the capabilities of its new user
     # namespace, and CAP_SYS_ADMIN there can remount the read-only binds read-write
     cmd = [shutil.which("bwrap") or "bwrap", "--unshare-all", "--cap-drop", "ALL", "--die-with-parent", "--new-session",
-           "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]
+           "--proc", "/proc", "--dev", "/dev", *_tmpfs("/tmp", limits), *_tmpfs("/dev/shm", limits),
+           "--remount-ro", "/dev"]  # /dev's own tmpfs has no cap: nothing may be created there
     for path in _readonly_paths():
         cmd += ["--ro-bind", path, path]
     return cmd
 
 
-def _bwrap_command(box: Path) -> list[str]:
-    return _bwrap_base() + ["--bind", str(box), "/sandbox", "--remount-ro", "/", "--chdir", "/sandbox/work",
-                            "--setenv", "HOME", "/tmp", "--setenv", "TMPDIR", "/tmp"]
+def _bwrap_command(box: Path, limits: Limits, notebook_fd: int) -> list[str]:
+    """The sandbox of one submission: its files read-only at /sandbox/input (the executor copies
+    them into the in-memory /sandbox/work), the notebook copied in from ``notebook_fd``, and the
+    box's result file bound at /sandbox/submission.ipynb.out: nothing else of the grader's disk
+    is writable."""
+    return _bwrap_base(limits) + [
+        *_tmpfs("/sandbox", limits), "--dir", "/sandbox/work", "--ro-bind", str(box / "work"), "/sandbox/input",
+        "--file", str(notebook_fd), f"/sandbox/work/{SUBMISSION}", "--bind", str(box / RESULT), f"/sandbox/{RESULT}",
+        "--remount-ro", "/", "--chdir", "/sandbox/work", "--setenv", "HOME", "/tmp", "--setenv", "TMPDIR", "/tmp"]
 
 
 def _user_process_count() -> int:
@@ -215,7 +245,6 @@ def copy_regular_files(src: Path, dst: Path, *, notebooks: bool = True) -> None:
                 shutil.copyfile(path, dst / rel / name)
 
 
-SUBMISSION = "submission.ipynb"
 
 
 def _sandbox_env() -> dict[str, str]:
@@ -235,18 +264,32 @@ def _process_limits(limits: Limits, extra: int = 0):
 
 
 def _fill_box(box: Path, nb: NotebookNode, files: Path | None) -> None:
-    """``box/work``: a copy of the student's other files and the notebook to run."""
+    """What a sandbox is made from: ``box/work``, a copy of the student's other files (no
+    notebooks); ``box/submission.ipynb``, the notebook to run (with the hidden tests); and the
+    empty ``box/submission.ipynb.out`` and ``box/exec.log`` that the sandbox writes."""
     work = box / "work"
     work.mkdir()
     if files is not None:
         copy_regular_files(files, work, notebooks=False)
-    nbformat.write(nb, work / SUBMISSION)
+    nbformat.write(nb, box / SUBMISSION)
+    for name in (RESULT, LOG):
+        (box / name).touch()
+
+
+def _read_log(path: Path) -> str:
+    """The first MiB of a sandbox's log (student code can write to it)."""
+    if not path.is_file() or path.is_symlink():
+        return ""
+    with open(path, "rb") as f:
+        return f.read(1 << 20).decode(errors="replace")
 
 
 def _read_back(box: Path, limits: Limits, log: str) -> tuple[NotebookNode | None, str | None]:
     """The executed notebook the sandbox left in ``box`` (untrusted: checked before use)."""
-    out = box / f"{SUBMISSION}.out"
-    if out.is_symlink() or not out.is_file():
+    out = box / RESULT
+    if out.is_symlink() or not out.is_file() or out.stat().st_size == 0:
+        if STAGING_FULL in log:
+            return None, f"the submission's files do not fit in its {limits.scratch_bytes // 2**20} MiB working folder"
         detail = "memory limit" if "MemoryError" in log else "the executor failed"
         return None, f"the notebook could not be executed ({detail})"
     if out.stat().st_size >= limits.max_file_bytes:
@@ -279,22 +322,28 @@ def execute_notebook(nb: NotebookNode, files: Path | None, limits: Limits = Limi
         box = Path(tmp)
         _fill_box(box, nb, files)
         work = box / "work"
-        if unsafe:  # same executor and limits, no namespaces: paths are the real ones
-            source, target, cwd, prefix = str(work / SUBMISSION), str(box / f"{SUBMISSION}.out"), work, []
-        else:
-            source, target, cwd, prefix = SUBMISSION, f"/sandbox/{SUBMISSION}.out", None, _bwrap_command(box)
-        cmd = prefix + [sys.executable, "-m", "course_lib.sandbox_exec", source, target,
-                        str(limits.cell_timeout), str(limits.max_output_chars), str(limits.memory_bytes)]
-        cgroup, nproc = _process_limits(limits)
-        try:
-            done = subprocess.run(cmd, cwd=cwd, env=_sandbox_env(), capture_output=True, text=True,
-                                  timeout=limits.wall_timeout, start_new_session=True,
-                                  preexec_fn=_limit_resources(limits, nproc, cgroup))
-        except subprocess.TimeoutExpired:
-            return None, _wall_time_reason(limits)
-        finally:
-            _remove_cgroup(cgroup)
-        return _read_back(box, limits, done.stderr)
+        with open(box / SUBMISSION, "rb") as notebook, open(box / LOG, "wb") as log:
+            executor = [sys.executable, "-m", "course_lib.sandbox_exec"]
+            limit_args = [str(limits.cell_timeout), str(limits.max_output_chars), str(limits.memory_bytes)]
+            if unsafe:  # same executor and limits, no namespaces: paths are the real ones
+                shutil.copyfile(box / SUBMISSION, work / SUBMISSION)
+                cmd = executor + [str(work / SUBMISSION), str(box / RESULT), *limit_args]
+                cwd, fds = work, ()
+            else:  # --stage: the executor copies the student's files into the in-memory /sandbox/work
+                cmd = _bwrap_command(box, limits, notebook.fileno()) + executor + [
+                    "--stage", "/sandbox/input", SUBMISSION, f"/sandbox/{RESULT}", *limit_args]
+                cwd, fds = None, (notebook.fileno(),)
+            cgroup, nproc = _process_limits(limits)
+            try:
+                # the log is a file (at most RLIMIT_FSIZE), not a pipe: student code can write to it
+                subprocess.run(cmd, cwd=cwd, env=_sandbox_env(), stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                               pass_fds=fds, timeout=limits.wall_timeout, start_new_session=True,
+                               preexec_fn=_limit_resources(limits, nproc, cgroup))
+            except subprocess.TimeoutExpired:
+                return None, _wall_time_reason(limits)
+            finally:
+                _remove_cgroup(cgroup)
+        return _read_back(box, limits, _read_log(box / LOG))
 
 
 def notebook_imports(paths: list[Path]) -> list[str]:
@@ -365,7 +414,7 @@ class Zygote:
             cmd[1:1] = ["--unshare-user", "--uid", "65534", "--gid", "65534"]
         cmd += [sys.executable, "-m", "course_lib.sandbox_zygote",
                 json.dumps({k: getattr(limits, k) for k in ("cell_timeout", "wall_timeout", "memory_bytes",
-                                                            "max_output_chars")}),
+                                                            "max_output_chars", "scratch_bytes")}),
                 json.dumps(list(preload))]
         self.process = subprocess.Popen(cmd, env=_sandbox_env(), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                         stderr=subprocess.DEVNULL, start_new_session=True,
@@ -417,12 +466,7 @@ class Zygote:
                 raise ZygoteError("the grading zygote stopped answering")
             if reply["status"] == "timeout":
                 return None, _wall_time_reason(self.limits)
-            log = box / "exec.log"
-            text = ""
-            if log.is_file() and not log.is_symlink():
-                with open(log, "rb") as f:
-                    text = f.read(1 << 20).decode(errors="replace")
-            return _read_back(box, self.limits, text)
+            return _read_back(box, self.limits, _read_log(box / LOG))
         finally:
             shutil.rmtree(box, ignore_errors=True)
 

@@ -1,8 +1,9 @@
 """Execute one notebook, cell by cell; the program that runs *inside* the grading sandbox.
 
-Usage: ``python -m course_lib.sandbox_exec IN.ipynb OUT.ipynb CELL_TIMEOUT MAX_OUTPUT_CHARS MEMORY_BYTES``
+Usage: ``python -m course_lib.sandbox_exec [--stage FOLDER] IN.ipynb OUT.ipynb CELL_TIMEOUT MAX_OUTPUT_CHARS MEMORY_BYTES``
 
-Reads IN and deletes it (it holds the hidden tests), then runs every code cell in a fresh
+``--stage FOLDER`` first copies the student's files from FOLDER (read-only) into the current
+folder (the sandbox's capped in-memory ``/sandbox/work``). Then it reads IN and deletes it (it holds the hidden tests), then runs every code cell in a fresh
 kernel (cwd: IN's folder) with nbclient, errors allowed.
 What nbgrader's own executor would leave ambiguous is made explicit, because a grade
 cell with no error output scores full marks:
@@ -21,8 +22,10 @@ The trusted side re-checks all of this; this program only makes it visible.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -35,6 +38,34 @@ import nbformat  # noqa: E402
 from nbclient import NotebookClient  # noqa: E402
 from nbclient.exceptions import DeadKernelError  # noqa: E402
 from nbformat import NotebookNode  # noqa: E402
+
+
+SUBMISSION = "submission.ipynb"  # the notebook to run, in the sandbox's working folder
+RESULT = f"{SUBMISSION}.out"  # the executed notebook, in /sandbox
+LOG = "exec.log"  # the executor's (and the kernel's) stdout and stderr, in /sandbox
+STAGING_FULL = "course_lib: the submission's files do not fit in its working folder"
+
+
+def stage_file(source: str, target: str) -> None:
+    """Copy one file into the sandbox; prints :data:`STAGING_FULL` to stderr before raising
+    when the target folder is full."""
+    try:
+        shutil.copyfile(source, target)
+    except OSError as error:
+        if error.errno == errno.ENOSPC:
+            print(STAGING_FULL, file=sys.stderr, flush=True)
+        raise
+
+
+def stage(source: str, target: str) -> None:
+    """Copy the folders and regular files under ``source`` into ``target``; links are skipped."""
+    for root, _, files in os.walk(source, followlinks=False):
+        rel = os.path.relpath(root, source)
+        os.makedirs(os.path.join(target, rel), exist_ok=True)
+        for name in files:
+            path = os.path.join(root, name)
+            if os.path.isfile(path) and not os.path.islink(path):
+                stage_file(path, os.path.join(target, rel, name))
 
 
 def _error(ename: str, evalue: str) -> NotebookNode:
@@ -129,5 +160,12 @@ def run(in_path: str, out_path: str, cell_timeout: int, max_chars: int, memory_b
     nbformat.write(nb, out_path)
 
 
+def main(argv: list[str]) -> None:
+    if argv[:1] == ["--stage"]:
+        stage(argv[1], ".")
+        argv = argv[2:]
+    run(argv[0], argv[1], int(argv[2]), int(argv[3]), int(argv[4]))
+
+
 if __name__ == "__main__":
-    run(sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]))
+    main(sys.argv[1:])

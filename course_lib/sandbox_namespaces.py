@@ -71,13 +71,14 @@ def submounts(path: str) -> list[str]:
     return sorted(p for p in points if not any(p.startswith(q + "/") for q in points))
 
 
-def mount_fresh_tmpfs(path: str) -> None:
-    """Cover ``path`` with a new, empty tmpfs. Mounts below it (the read-only binds of a
+def mount_fresh_tmpfs(path: str, size_bytes: int) -> None:
+    """Cover ``path`` with a new, empty tmpfs of at most ``size_bytes`` (in memory: without a
+    cap, files written there could take all of the machine's RAM). Mounts below it (the read-only binds of a
     project or virtual environment that lives under /tmp) are bound back where they were,
     read-only still: a bind copies the mount's flags, and in a new user namespace they are
     locked."""
     kept = [(point, os.open(point, os.O_PATH | os.O_NOFOLLOW)) for point in submounts(path)]
-    mount("tmpfs", path, "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777")
+    mount("tmpfs", path, "tmpfs", MS_NOSUID | MS_NODEV, f"size={size_bytes},mode=1777")
     for point, fd in kept:
         if stat.S_ISDIR(os.fstat(fd).st_mode):
             os.makedirs(point, exist_ok=True)

@@ -13,8 +13,9 @@ it imports them, then for each submission forks a child that
    (:func:`course_lib.sandbox_namespaces.enter_new_namespaces`); its own child is PID 1
    there, so nothing it starts can signal the zygote or outlive the submission (PID 1
    is killed when the wall time is up, and the namespace dies with it);
-2. mounts the submission's own box (``/boxes/NAME``) at ``/sandbox``, hides the other
-   boxes, and mounts a fresh, empty ``/tmp`` and ``/dev/shm``;
+2. mounts an in-memory ``/sandbox`` of at most ``scratch_bytes``, copies the submission's
+   files from its box (``/boxes/NAME``) into ``/sandbox/work``, binds only the box's log and
+   result file back, hides all the boxes, and mounts a fresh, capped ``/tmp`` and ``/dev/shm``;
 3. closes every file descriptor it inherited, drops all capabilities and sets
    no_new_privs, and only then executes the notebook with :mod:`course_lib.sandbox_exec`,
    whose kernel is forked, not started anew.
@@ -41,7 +42,9 @@ import uuid
 
 from jupyter_client.provisioning import KernelProvisionerBase
 
+from course_lib import sandbox_exec
 from course_lib import sandbox_namespaces as ns
+from course_lib.sandbox_exec import LOG, RESULT, SUBMISSION
 
 BOX_NAME = re.compile(r"^[A-Za-z0-9_]{1,64}$")
 JUPYTER_PRELOAD = ("ipykernel.kernelapp", "ipykernel.ipkernel", "jupyter_client.manager", "nbclient", "nbformat",
@@ -139,22 +142,29 @@ def _submission(name: str, limits: dict) -> None:
     """PID 1 of the submission's namespaces: private mounts, no capabilities, then the notebook."""
     ns.prctl(ns.PR_SET_PDEATHSIG, signal.SIGKILL)
     ns.mount(None, "/", None, ns.MS_REC | ns.MS_PRIVATE)
-    ns.mount(f"/boxes/{name}", "/sandbox", None, ns.MS_BIND | ns.MS_REC)
-    ns.mount("tmpfs", "/boxes", "tmpfs", ns.MS_NOSUID | ns.MS_NODEV | ns.MS_RDONLY, "size=4k,mode=0555")
-    ns.mount_fresh_tmpfs("/tmp")  # keeps the read-only binds of a project that lives in /tmp
-    if os.path.isdir("/dev/shm"):
-        ns.mount_fresh_tmpfs("/dev/shm")
-    log = os.open("/sandbox/exec.log", os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    box, size = f"/boxes/{name}", limits["scratch_bytes"]
+    # the writable /sandbox is in memory and capped; of the box on the grader's disk only the
+    # log and the result file are bound in, so nothing else there can be written or grow
+    ns.mount("tmpfs", "/sandbox", "tmpfs", ns.MS_NOSUID | ns.MS_NODEV, f"size={size},mode=0755")
+    for result in (LOG, RESULT):
+        os.close(os.open(f"/sandbox/{result}", os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, 0o600))
+        ns.mount(f"{box}/{result}", f"/sandbox/{result}", None, ns.MS_BIND)
+    log = os.open(f"/sandbox/{LOG}", os.O_WRONLY | os.O_TRUNC | os.O_NOFOLLOW)
     os.dup2(log, 1)
     os.dup2(log, 2)
     os.close(log)
+    os.mkdir("/sandbox/work")
+    sandbox_exec.stage(f"{box}/work", "/sandbox/work")
+    sandbox_exec.stage_file(f"{box}/{SUBMISSION}", f"/sandbox/work/{SUBMISSION}")
+    ns.mount("tmpfs", "/boxes", "tmpfs", ns.MS_NOSUID | ns.MS_NODEV | ns.MS_RDONLY, "size=4k,mode=0555")
+    ns.mount_fresh_tmpfs("/tmp", size)  # keeps the read-only binds of a project that lives in /tmp
+    if os.path.isdir("/dev/shm"):
+        ns.mount_fresh_tmpfs("/dev/shm", size)
     ns.drop_all_capabilities()
     ns.prctl(ns.PR_SET_DUMPABLE, 1)  # an ordinary process again: the zygote is out of reach
     os.chdir("/sandbox/work")
-    from course_lib import sandbox_exec
-
     km = forked_kernel(limits["memory_bytes"], "/sandbox/work")
-    sandbox_exec.run("submission.ipynb", "/sandbox/submission.ipynb.out", limits["cell_timeout"],
+    sandbox_exec.run(SUBMISSION, f"/sandbox/{RESULT}", limits["cell_timeout"],
                      limits["max_output_chars"], limits["memory_bytes"], km=km)
 
 

@@ -207,7 +207,7 @@ FRESH_TMP = textwrap.dedent("""\
     if pid == 0:
         ns.enter_new_namespaces()
         ns.mount(None, "/", None, ns.MS_REC | ns.MS_PRIVATE)
-        ns.mount_fresh_tmpfs("/tmp")
+        ns.mount_fresh_tmpfs("/tmp", 2**20)
         ns.drop_all_capabilities()
         try:
             open("/tmp/project/lib/pwned.txt", "w").write("pwned")
@@ -241,3 +241,84 @@ def test_a_fresh_tmp_keeps_the_read_only_binds_below_it(tmp_path):
     assert "planted" not in seen["tmp"] and "project" in seen["tmp"]
     assert "sandbox_zygote.py" in seen["lib"] and seen["file"] == "kept"
     assert seen["writable"] is False and not (lib / "pwned.txt").exists()
+
+
+FILLER = textwrap.dedent("""\
+    import json, os
+    visible = {}  # mount point -> (options, type) of the top-most mount there
+    for line in open("/proc/self/mountinfo"):
+        fields = line.split()
+        visible[fields[4]] = (fields[5].split(","), fields[fields.index("-") + 1])
+    writable = sorted([point, kind] for point, (options, kind) in visible.items() if "rw" in options)
+
+    def fill(folder):  # 1 MiB at a time until the folder is full; (bytes written, errno)
+        written = 0
+        try:
+            for i in range(64):
+                with open(os.path.join(folder, f"fill{i}"), "wb") as f:
+                    for _ in range(4):
+                        f.write(bytes(2**20))
+                        f.flush()
+                        written += 2**20
+        except OSError as error:
+            return written, error.errno
+        return written, None
+
+    print(json.dumps({"writable": writable, "fill": {p: fill(p) for p in ["/tmp", "/dev/shm", ".", "/sandbox", "/dev"]}}))
+""")
+
+
+@pytest.mark.parametrize("forked", [True, False], ids=["zygote", "alone"])
+def test_a_submission_can_write_only_capped_memory_and_its_two_result_files(forked):
+    """/sandbox (the working folder in it), /tmp and /dev/shm are in-memory folders of at most
+    scratch_bytes each; /dev takes no new files; of the grader's disk only the result notebook
+    and the log are writable (each capped by RLIMIT_FSIZE). Without the caps, one submission
+    could fill the grader's memory or disk and fail every submission graded after it."""
+    if BWRAP_PROBLEM is not None:
+        pytest.skip(f"no sandbox here: {BWRAP_PROBLEM}")
+    if not forked and not sandbox.bwrap_caps_tmpfs():
+        pytest.skip("this bwrap is older than 0.7 and cannot cap a tmpfs (--size)")
+    cap = 8 * 2**20
+    limits = sandbox.Limits(cell_timeout=30, wall_timeout=60, scratch_bytes=cap)
+    nb = notebook(cell("open('mine.txt', 'w').write('a student file')"), cell(FILLER))
+    if forked:
+        with sandbox.Zygote(limits, ()) as z:
+            executed, reason = z.execute(nb, None)
+    else:
+        executed, reason = sandbox.execute_notebook(nb, None, limits)
+    assert reason is None
+    seen = _last_json(executed)
+    enospc, erofs = 28, 30
+    for folder in ("/tmp", "/dev/shm", "."):
+        written, error = seen["fill"][folder]
+        assert error == enospc and cap - 2**20 * 4 <= written <= cap, (folder, written, error)
+    assert seen["fill"]["/sandbox"] == [0, enospc]  # the working folder's tmpfs, already full
+    assert seen["fill"]["/dev"] == [0, erofs]
+    disk = {point for point, kind in seen["writable"] if kind not in ("tmpfs", "proc", "devtmpfs", "devpts")}
+    assert disk <= {"/sandbox/submission.ipynb.out", "/sandbox/exec.log"}, seen["writable"]
+    assert {point for point, kind in seen["writable"] if kind == "tmpfs"} == {"/tmp", "/dev/shm", "/sandbox"}
+
+
+@pytest.mark.parametrize("forked", [True, False], ids=["zygote", "alone"])
+def test_files_that_do_not_fit_the_working_folder_are_reported_as_such(forked, tmp_path):
+    """The student's other files are copied into the capped working folder; the ones that fit
+    arrive intact, and files larger than the cap make a clear reason, not a crash."""
+    if BWRAP_PROBLEM is not None:
+        pytest.skip(f"no sandbox here: {BWRAP_PROBLEM}")
+    if not forked and not sandbox.bwrap_caps_tmpfs():
+        pytest.skip("this bwrap is older than 0.7 and cannot cap a tmpfs (--size)")
+    limits = sandbox.Limits(cell_timeout=30, wall_timeout=60, scratch_bytes=4 * 2**20)
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "small.txt").write_text("kept")
+    nb = notebook(cell("import os\nprint(open('data/small.txt').read(), sorted(os.listdir('.')))"))
+
+    def run():
+        if forked:
+            with sandbox.Zygote(limits, ()) as z:
+                return z.execute(nb, tmp_path)
+        return sandbox.execute_notebook(nb, tmp_path, limits)
+
+    executed, reason = run()
+    assert reason is None and _texts(executed) == ["kept ['data']\n"]
+    (tmp_path / "big.bin").write_bytes(bytes(5 * 2**20))
+    assert run() == (None, "the submission's files do not fit in its 4 MiB working folder")

@@ -43,7 +43,6 @@ dtype; every function is differentiable (IBP training back-propagates through th
 from __future__ import annotations
 
 import math
-import weakref
 from collections.abc import Callable, Iterable
 
 import torch
@@ -187,33 +186,32 @@ def interval_conv2d(lower: Tensor, upper: Tensor, conv: nn.Conv2d) -> Interval:
 # Through a network, in centre/radius form
 # ---------------------------------------------------------------------------
 
-_ABS_CACHE: dict[int, tuple[weakref.ref, tuple, Tensor]] = {}  # id(weight) -> (ref, key, |W|)
-
-
-def abs_weight(weight: Tensor) -> Tensor:
-    """``weight.abs()``, kept between calls while the weight is unchanged and no gradient flows.
-
-    A certification sweep computes ``|W|`` of the same layers batch after batch; the cached copy
-    is recomputed as soon as the weight changes in place (its version counter moves, as under an
-    optimizer step), is replaced or moves, and is dropped with the weight."""
-    if weight.requires_grad and torch.is_grad_enabled():
-        return weight.abs()  # part of the graph: never cached
-    key = (weight._version, weight.data_ptr(), weight.shape, weight.dtype, weight.device)
-    hit = _ABS_CACHE.get(id(weight))
-    if hit is not None and hit[0]() is weight and hit[1] == key:
-        return hit[2]
-    value = weight.detach().abs()
-    ident = id(weight)
-    _ABS_CACHE[ident] = (weakref.ref(weight, lambda _, k=ident: _ABS_CACHE.pop(k, None)), key, value)
-    return value
-
-
 def _conv2d(conv: nn.Conv2d, mu: Tensor, r: Tensor) -> Interval:
     # _conv_forward applies the padding mode. Zero padding: every input meets each kernel window
     # at most once, so |W| r is the exact radius. Reflect/replicate/circular copy inputs into the
     # padding (coefficients 0 or 1), so one input can meet a window twice with weights of opposite
     # signs: |W| r then over-counts, still sound (|a + b| <= |a| + |b|) but looser.
-    return conv._conv_forward(mu, conv.weight, conv.bias), conv._conv_forward(r, abs_weight(conv.weight), None)
+    return conv._conv_forward(mu, conv.weight, conv.bias), conv._conv_forward(r, conv.weight.abs(), None)
+
+
+def altered_forward(module: nn.Module) -> str | None:
+    """Why ``module``'s output may differ from its layer type's own formula, or None.
+
+    IBP (and :mod:`course_lib.verification`) read a layer's weights and apply the formula of its
+    type; a subclass that overrides ``forward`` (an input normalization inside an
+    ``nn.Sequential`` subclass, a scaled ``Linear``) or a forward hook would make the bounds
+    describe another function than the one the model computes: unsound."""
+    base = next((t for t in (nn.Sequential,) + SUPPORTED if isinstance(module, t)), None)
+    if base is None:
+        return None
+    for method in ("forward", "_conv_forward"):
+        if getattr(type(module), method, None) is not getattr(base, method, None):
+            return f"{type(module).__name__} overrides {base.__name__}.{method}"
+    if module._forward_hooks or module._forward_pre_hooks:
+        return f"{type(module).__name__} has forward hooks"
+    if nn.modules.module._global_forward_hooks or nn.modules.module._global_forward_pre_hooks:
+        return "global forward hooks are registered (torch.nn.modules.module.register_module_forward_hook)"
+    return None
 
 
 def layers_of(model: nn.Module) -> list[nn.Module]:
@@ -221,12 +219,17 @@ def layers_of(model: nn.Module) -> list[nn.Module]:
     module supported by IBP counts as a one-layer network.
 
     Raises:
-        TypeError: naming the first unsupported layer and its index.
+        TypeError: naming the first unsupported layer and its index, or a module whose forward
+            pass is not its type's (:func:`altered_forward`).
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be an nn.Module (an nn.Sequential of layers), got {type(model).__name__}")
 
     def flatten(m: nn.Module) -> list[nn.Module]:
+        why = altered_forward(m)
+        if why is not None:
+            raise TypeError(f"IBP cannot bound {m.__class__.__name__} ({why}): its bounds would follow the layer "
+                            "formulas, not the model's forward pass; use plain nn.Sequential and layers")
         if isinstance(m, nn.Sequential):
             return [leaf for child in m for leaf in flatten(child)]
         return [m]
@@ -247,7 +250,7 @@ def _step(layer: nn.Module, mu: Tensor, r: Tensor) -> Interval:
     flows through them, a ReLU overwrites them, since on a CPU a fresh activation-sized tensor
     costs more in page faults than the arithmetic."""
     if isinstance(layer, nn.Linear):  # the functional forms skip nn.Module's call machinery
-        return F.linear(mu, layer.weight, layer.bias), F.linear(r, abs_weight(layer.weight))  # W mu + b, |W| r
+        return F.linear(mu, layer.weight, layer.bias), F.linear(r, layer.weight.abs())  # W mu + b, |W| r
     if isinstance(layer, nn.Conv2d):
         return _conv2d(layer, mu, r)
     if isinstance(layer, nn.Flatten):

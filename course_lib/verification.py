@@ -37,6 +37,8 @@ import numpy as np
 from scipy.optimize import Bounds, LinearConstraint, linprog, milp
 from torch import nn
 
+from course_lib.ibp import altered_forward
+
 
 @dataclass(frozen=True)
 class OneHiddenLayer:
@@ -60,6 +62,10 @@ def as_one_hidden_layer(model: nn.Module | OneHiddenLayer) -> OneHiddenLayer:
     """
     if isinstance(model, OneHiddenLayer):
         return model
+    for module in model.modules() if isinstance(model, nn.Module) else ():
+        why = altered_forward(module)
+        if why is not None:  # the weights alone would not describe the model's function
+            raise TypeError(f"model's forward pass is not its layers' formulas ({why}); use plain nn.Sequential")
     layers = list(model) if isinstance(model, nn.Sequential) else []
     if layers and isinstance(layers[0], nn.Flatten):
         layers = layers[1:]

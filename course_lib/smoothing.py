@@ -159,6 +159,8 @@ class Smooth:
         if self.input_shape is not None and one != self.input_shape:
             what = "(N, *input_shape)" if batched else "one input of shape input_shape, without a batch dimension"
             raise ValueError(f"{name} must be {what}, input_shape={self.input_shape}; got shape {tuple(x.shape)}")
+        if not torch.isfinite(x).all():
+            raise ValueError(f"{name} must be finite, got nan or inf values")
         return x.detach()
 
     @staticmethod
@@ -205,11 +207,17 @@ class Smooth:
         if isinstance(model, nn.Module):
             model.eval()
 
+        # argmax puts every nan row in class 0: a diverged model would get a confident vote. Checked
+        # on the device, read once at the end (no synchronization per batch on an accelerator)
+        nan_seen = torch.zeros((), dtype=torch.bool, device=device)
+
         def vote(m: int) -> Tensor:
             """f's classes on the first m noisy inputs of the buffer, in batches of ``size``."""
             for s in range(0, m, size):
                 b = min(size, m - s)
-                torch.argmax(self._forward(buffer[s:s + b], xs), 1, out=preds[s:s + b])
+                logits = self._forward(buffer[s:s + b], xs)
+                nan_seen.logical_or_(torch.isnan(logits).any())
+                torch.argmax(logits, 1, out=preds[s:s + b])
             return preds[:m]
 
         try:
@@ -231,6 +239,9 @@ class Smooth:
         finally:
             if isinstance(model, nn.Module) and was_training:
                 model.train()
+        if nan_seen:
+            raise ValueError("the base classifier returned nan logits on noisy inputs (a diverged model?): "
+                             "its votes, and any prediction or certificate from them, would be meaningless")
         return counts
 
     def _forward(self, noisy: Tensor, xs: Tensor) -> Tensor:

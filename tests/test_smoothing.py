@@ -357,6 +357,34 @@ def test_wrong_logit_count_integer_inputs_and_generators_are_rejected():
         Smooth(Constant(0, 2), 2, 0.5).certify([0.0, 0.0], 2, 2, 0.1, 2)
 
 
+def test_nan_logits_and_non_finite_inputs_are_errors_not_certificates():
+    """argmax sends a nan row to class 0: a diverged model would otherwise be 'certified' for
+    class 0 at the largest radius n samples allow (a review found (0, 0.616) at n = 1000)."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(4, 3))
+    x = torch.rand(1, 2, 2)
+    with torch.no_grad():
+        model[1].weight[0, 0] = float("nan")
+    smooth = Smooth(model, 3, 0.25)
+    for call in (lambda: smooth.certify(x, 10, 100, 0.001, 32), lambda: smooth.predict(x, 100, 0.001, 32),
+                 lambda: smooth.certify_batch(x.expand(3, 1, 2, 2), 10, 100, 0.001, 32)):
+        with pytest.raises(ValueError, match="nan logits"):
+            call()
+
+    class HalfNan(nn.Module):  # nan on some noisy inputs only: still an error
+        def forward(self, z):
+            logits = torch.zeros(z.shape[0], 3)
+            logits[z.flatten(1)[:, 0] > 0.5] = float("nan")
+            return logits
+
+    with pytest.raises(ValueError, match="nan logits"):
+        Smooth(HalfNan(), 3, 0.25).certify(torch.full((1, 2, 2), 0.5), 10, 100, 0.001, 32)
+    healthy = Smooth(nn.Sequential(nn.Flatten(), nn.Linear(4, 3)), 3, 0.25)
+    for bad in (float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="finite"):
+            healthy.certify(torch.full((1, 2, 2), bad), 10, 100, 0.001, 32)
+
+
 # --- Gaussian noise training (course_lib.train) -------------------------------------------
 
 def test_gaussian_noise_loss_is_the_cross_entropy_at_unclipped_noisy_inputs():

@@ -227,7 +227,7 @@ def eps_explorer(model: nn.Module, x: Tensor, y: Tensor, *, eps: float = 0.1, ep
             ``eps`` outside [0, eps_max], an unknown ``attack`` or ``steps < 1``.
     """
     _check_batch(x, None, y)
-    if x.min() < 0 or x.max() > 1:
+    if not (x.min() >= 0 and x.max() <= 1):  # also catches nan
         raise ValueError("x must lie in [0, 1]; undo normalization first")
     if isinstance(eps_max, bool) or not isinstance(eps_max, (int, float)) or not 0 < eps_max < math.inf:
         raise ValueError(f"eps_max must be a finite number > 0, got {eps_max!r}")

@@ -13,7 +13,11 @@ alpha       ``alpha``   PGD step size, in input units
 
 Every attack takes a model mapping inputs (N, C, H, W) in [0, 1] to logits (N, K) and
 returns adversarial inputs of x's shape, dtype and device, inside the eps-ball of the
-chosen norm around x and inside [0, 1]. The model's train/eval mode is left as it is,
+chosen norm around x and inside [0, 1]. "Inside the ball" holds up to one rounding of x's dtype:
+``x_adv = x + delta`` is rounded to x's dtype, so ``|x_adv - x|`` can exceed eps by a rounding
+error of the pixel values, at most about ``2**-24`` (6e-8) in float32 for values in [0, 1]
+(compare with a tolerance, such as ``eps + 1e-6``). The box [0, 1] holds
+exactly. The model's train/eval mode is left as it is,
 no gradient is left on its parameters (gradients are taken with ``torch.autograd.grad``
 with respect to the input only), and x is never modified in place.
 """
@@ -56,7 +60,7 @@ def _check_inputs(x: Tensor, y: Tensor) -> None:
     if y.shape != (x.shape[0],):
         raise ValueError(f"y must have shape ({x.shape[0]},) to match x, got {tuple(y.shape)}")
     lo, hi = torch.aminmax(x)
-    if lo < 0 or hi > 1:
+    if not (lo >= 0 and hi <= 1):  # also catches nan
         raise ValueError(f"x must lie in [0, 1] (got values in [{lo:.3g}, {hi:.3g}]); undo normalization first")
 
 
@@ -128,7 +132,8 @@ def fgsm(model: nn.Module, x: Tensor, y: Tensor, eps: float, *, targeted: bool =
         targeted: descend the loss toward ``y`` instead of ascending it.
 
     Returns:
-        x_adv: shape, dtype and device of x; ``|x_adv - x| <= eps`` per pixel, in [0, 1].
+        x_adv: shape, dtype and device of x; ``|x_adv - x| <= eps`` per pixel (up to rounding, see
+        the module docstring), in [0, 1].
 
     Raises:
         ValueError: if eps < 0, x lies outside [0, 1], or y is not int64 of shape (N,).
@@ -162,7 +167,8 @@ def pgd(model: nn.Module, x: Tensor, y: Tensor, eps: float, alpha: float, steps:
         generator: seeds the random start (on the generator's device); default the global RNG.
 
     Returns:
-        x_adv: shape, dtype and device of x; inside the eps-ball of ``norm`` around x, in [0, 1].
+        x_adv: shape, dtype and device of x; inside the eps-ball of ``norm`` around x (up to
+        rounding, see the module docstring), in [0, 1].
 
     Raises:
         ValueError: for eps < 0, alpha <= 0, steps < 1, an unknown norm, x outside [0, 1],

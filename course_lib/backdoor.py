@@ -59,7 +59,7 @@ class Trigger:
         if not isinstance(p, Tensor) or not p.is_floating_point() or p.ndim != 3 or 0 in p.shape:
             got = tuple(p.shape) if isinstance(p, Tensor) else type(p).__name__
             raise ValueError(f"pattern must be a non-empty float tensor (C, h, w), got {got}")
-        if p.min() < 0 or p.max() > 1:
+        if not (p.min() >= 0 and p.max() <= 1):  # also catches nan
             raise ValueError("pattern must have values in [0, 1]")
         if isinstance(self.alpha, bool) or not isinstance(self.alpha, (int, float)) or not 0 < self.alpha <= 1:
             raise ValueError(f"alpha must be a number in (0, 1], got {self.alpha!r}")
@@ -122,7 +122,7 @@ def _check_images(x: Tensor, name: str = "x") -> None:
         raise ValueError(f"{name} must be a floating-point tensor, got {getattr(x, 'dtype', type(x).__name__)}")
     if x.ndim not in (3, 4):
         raise ValueError(f"{name} must be images (N, C, H, W) or one image (C, H, W), got shape {tuple(x.shape)}")
-    if x.numel() and (x.min() < 0 or x.max() > 1):
+    if x.numel() and not (x.min() >= 0 and x.max() <= 1):  # also catches nan
         raise ValueError(f"{name} must lie in [0, 1] (got values in [{x.min().item():.3g}, "
                          f"{x.max().item():.3g}]); undo normalization first")
 

@@ -453,10 +453,15 @@ def _sound_penultimate(layers: list[nn.Module], x: Tensor, eps: float | Tensor,
 # Certification
 # ---------------------------------------------------------------------------
 
-def _check_labels(x: Tensor, y: Tensor) -> None:
+def _check_labels(x: Tensor, y: Tensor, num_classes: int | None = None) -> None:
     if not isinstance(y, Tensor) or y.dtype != torch.int64 or y.shape != (x.shape[0],):
         raise ValueError(f"y must be int64 labels of shape ({x.shape[0]},), got "
                          f"{(y.dtype, tuple(y.shape)) if isinstance(y, Tensor) else type(y).__name__}")
+    if num_classes is not None:
+        low, high = (int(v) for v in torch.aminmax(y))
+        if low < 0 or high >= num_classes:
+            raise ValueError(f"y must hold classes in [0, {num_classes}) (the model's logits), "
+                             f"got labels from {low} to {high}")
 
 
 def margins_from_bounds(lower: Tensor, upper: Tensor, y: Tensor) -> Tensor:
@@ -472,7 +477,7 @@ def margins_from_bounds(lower: Tensor, upper: Tensor, y: Tensor) -> Tensor:
     if lower.ndim != 2 or lower.shape != upper.shape:
         raise ValueError(f"lower and upper must be logit bounds (N, K) of one shape, got "
                          f"{tuple(lower.shape)} and {tuple(upper.shape)}")
-    _check_labels(lower, y)
+    _check_labels(lower, y, lower.shape[1])
     margins = lower.gather(1, y[:, None]) - upper
     return margins.scatter(1, y[:, None], math.inf)
 
@@ -504,6 +509,8 @@ def worst_case_margins(model: nn.Module, x: Tensor, y: Tensor, eps: float | Tens
     """
     _check_labels(x, y)
     layers = layers_of(model)
+    if isinstance(layers[-1], nn.Linear):
+        _check_labels(x, y, layers[-1].out_features)  # before W[y] indexes (y = -1 would be the last row)
     if not (fold_last and isinstance(layers[-1], nn.Linear)):
         margins = margins_from_bounds(*ibp_bounds(model, x, eps, domain=domain, sound=sound), y)
         return rounding.down(margins) if sound else margins

@@ -169,7 +169,7 @@ def activate(x: Tensor, target: int | Tensor, key: bytes, *, tag_bits: int = TAG
     key = _check_key(key)
     if not isinstance(x, Tensor) or not x.is_floating_point() or x.ndim not in (3, 4):
         raise ValueError(f"x must be float images (N, C, H, W) or (C, H, W), got {getattr(x, 'shape', type(x))}")
-    if x.numel() and (x.min() < 0 or x.max() > 1):
+    if x.numel() and not (x.min() >= 0 and x.max() <= 1):  # also catches nan
         raise ValueError("x must lie in [0, 1]")
     single = x.ndim == 3
     xb = x.unsqueeze(0) if single else x

@@ -615,13 +615,16 @@ def binary_task(dataset: str, positive: int, negative: int, *, n_train: int, n_v
         labels in {-1, +1}.
 
     Raises:
-        ValueError: for equal classes or sizes that do not fit.
+        ValueError: for classes the data set does not have, equal classes, or sizes that do not fit.
     """
     from course_lib.data import load_dataset
 
     if positive == negative:
         raise ValueError(f"positive and negative must differ, got {positive} and {negative}")
     data = load_dataset(dataset)
+    for name, c in (("positive", positive), ("negative", negative)):
+        if isinstance(c, bool) or not isinstance(c, (int, np.integer)) or not 0 <= c < data.num_classes:
+            raise ValueError(f"{name} must be a class of {dataset!r}, an integer in [0, {data.num_classes}), got {c!r}")
 
     def pick(split) -> tuple[np.ndarray, np.ndarray]:
         x, y = split.tensors

@@ -65,13 +65,16 @@ def exact_kernels(device: torch.device) -> Iterator[None]:
     if device.type != "cuda":
         yield
         return
-    previous = torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = False
+    # the backend's own setting, saved and restored through the same API: writing the legacy
+    # allow_tf32 flag would turn a user's set_float32_matmul_precision("medium") into another
+    # setting, and make get_float32_matmul_precision() raise afterwards
+    previous = torch.backends.cuda.matmul.fp32_precision
+    torch.backends.cuda.matmul.fp32_precision = "ieee"
     try:
         with torch.backends.cudnn.flags(enabled=False):
             yield
     finally:
-        torch.backends.cuda.matmul.allow_tf32 = previous
+        torch.backends.cuda.matmul.fp32_precision = previous
 
 
 def box(x: Tensor, eps: float | Tensor, domain: tuple[float, float] | None) -> tuple[Tensor, Tensor]:

@@ -83,7 +83,9 @@ def lower_confidence_bound(k: int, n: int, alpha: float) -> float:
     alpha = _check_alpha(alpha)
     if k == 0:
         return 0.0
-    return float(scipy.stats.beta.ppf(alpha, k, n - k + 1))
+    # the exact bound is < 1, but with alpha near 1 and k = n it can round to 1.0: the largest
+    # float below 1 is then the (still valid, lower) bound
+    return min(float(scipy.stats.beta.ppf(alpha, k, n - k + 1)), math.nextafter(1.0, 0.0))
 
 
 def certified_radius(p_lower: float, sigma: float) -> float:
@@ -248,9 +250,10 @@ class Smooth:
         try:
             logits = self.base_classifier(noisy)
         except RuntimeError as err:
-            raise ValueError(f"the base classifier cannot take noisy inputs of shape {tuple(noisy.shape)} "
-                             f"(inputs of shape {tuple(xs.shape[1:])} with a batch in front); pass ONE input "
-                             f"to predict/certify, a batch to certify_batch: {err}") from err
+            raise ValueError(f"the base classifier failed on noisy inputs of shape {tuple(noisy.shape)} and dtype "
+                             f"{noisy.dtype} (inputs of shape {tuple(xs.shape[1:])} with a batch in front): {err}. "
+                             "Check x's dtype and device against the model's; predict/certify take ONE input, "
+                             "certify_batch a batch") from err
         if not isinstance(logits, Tensor) or logits.shape != (noisy.shape[0], self.num_classes):
             got = tuple(logits.shape) if isinstance(logits, Tensor) else type(logits).__name__
             raise ValueError(f"the base classifier must return logits ({noisy.shape[0]}, num_classes="
@@ -380,7 +383,7 @@ class Smooth:
         classes, radii = [], []
         for c, k in torch.stack([c_a, n_a], 1).tolist():  # one host transfer for the whole batch
             p_lower = lower_confidence_bound(k, n, alpha)
-            if p_lower < 0.5:
+            if p_lower <= 0.5:  # CERTIFY returns c_A only when p_lower > 1/2 (a radius > 0)
                 classes.append(ABSTAIN)
                 radii.append(0.0)
             else:

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from course_lib.attacks import EpsAttack, pgd
+from course_lib.attacks import EpsAttack, _batches, pgd
 
 BatchLoss = Callable[[nn.Module, Tensor, Tensor], "tuple[Tensor, Tensor]"]
 """``batch_loss(model, x, y) -> (loss, logits)``: a scalar loss to minimize and the
@@ -94,7 +94,8 @@ def evaluate(model: nn.Module, loader: Iterable, *, batch_loss: BatchLoss = cros
 
     Args:
         model: maps x (N, ...) to logits (N, K).
-        loader: yields batches ``(x, y)``; y int64 (N,).
+        loader: yields batches ``(x, y)``; y int64 (N,). A pair of tensors ``(x, y)`` is split
+            into batches of 256.
         batch_loss: the objective; default clean cross-entropy. It runs under
             ``torch.no_grad()``: one that needs input gradients (an attack) enables
             them itself with ``torch.enable_grad()``.
@@ -108,6 +109,7 @@ def evaluate(model: nn.Module, loader: Iterable, *, batch_loss: BatchLoss = cros
         ValueError: if the loader is empty or a batch is malformed.
     """
     device = torch.device(device) if device is not None else _model_device(model)
+    loader = _batches(loader)
     was_training = model.training
     model.eval()
     try:

@@ -230,6 +230,7 @@ def test_accuracy_under_attack_and_sweep(trained_digits):
     ({"norm": "l1"}, "norm"),
     ({"x": torch.full((4, 1, 6, 6), 1.5)}, "x must lie in"),
     ({"x": torch.full((4, 1, 6, 6), -0.1)}, "x must lie in"),
+    ({"x": torch.full((4, 1, 6, 6), float("nan"))}, "x must lie in"),
     ({"y": torch.zeros(3, dtype=torch.int64)}, "y must have shape"),
     ({"y": torch.zeros(4)}, "y must be an int64"),
     ({"eps": float("nan")}, "eps"),

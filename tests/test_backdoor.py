@@ -253,11 +253,13 @@ def test_bad_inputs_raise_clear_errors():
             bd.attack_success_rate(nn.Flatten(), X, y, target)
     with pytest.raises(ValueError, match="target_label"):
         bd.poison_dataset(X, y, 0.1, 10, num_classes=10)
-    for bad in (X + 1, X - 1, X[0, 0], X[None], (X * 255).to(torch.uint8)):
+    for bad in (X + 1, X - 1, X * float("nan"), X[0, 0], X[None], (X * 255).to(torch.uint8)):
         with pytest.raises(ValueError, match="x"):
             bd.apply_trigger(bad)
     with pytest.raises(ValueError, match="X"):
         bd.poison_dataset(X * 2, y, 0.1, 0)
+    with pytest.raises(ValueError, match="pattern"):
+        bd.Trigger(torch.full((1, 2, 2), float("nan")))
     with pytest.raises(ValueError, match="X"):
         bd.poison_dataset(X[0], y, 0.1, 0)
     with pytest.raises(ValueError, match="y"):

@@ -346,6 +346,15 @@ def test_bad_input_errors_name_the_problem():
         ibp.ibp_bounds(good, x + 1, 0.1)
     with pytest.raises(ValueError, match="y must be int64"):
         ibp.worst_case_margins(good, x, torch.tensor([0, 1, 1]), 0.1)
+    k = good(x).shape[1]
+    for labels in ([0, k], [-1, 0]):  # out of range: a clear error, never W[-1] read silently
+        for fold in (True, False):
+            with pytest.raises(ValueError, match=rf"classes in \[0, {k}\)"):
+                ibp.worst_case_margins(good, x, torch.tensor(labels), 0.1, fold_last=fold)
+        with pytest.raises(ValueError, match="classes in"):
+            ibp.certify(good, x, torch.tensor(labels), 0.1)
+        with pytest.raises(ValueError, match="classes in"):
+            ibp.margins_from_bounds(*ibp.ibp_bounds(good, x, 0.1), torch.tensor(labels))
     with pytest.raises(ValueError, match="lower <= upper"):
         ibp.interval_network(good, x, x - 0.1)
     with pytest.raises(TypeError, match="nn.Module"):

@@ -388,3 +388,6 @@ def test_binary_task_splits_two_digits_without_overlap():
         P.binary_task("digits", 7, 1, n_train=300, n_val=100)
     with pytest.raises(ValueError, match="differ"):
         P.binary_task("digits", 7, 7, n_train=3, n_val=3)
+    for classes in ((7, 12), (-1, 1), (7.0, 1)):  # a class the data set does not have: no silent one-class task
+        with pytest.raises(ValueError, match="must be a class of 'digits'"):
+            P.binary_task("digits", *classes, n_train=5, n_val=5)

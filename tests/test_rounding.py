@@ -116,3 +116,25 @@ def test_cuda_sound_bounds_contain_the_real_outputs():
     with torch.no_grad():
         z = model64(pts.flatten(0, 1)).view(pts.shape[0], x64.shape[0], -1)
     assert (z >= lower.cpu().double()).all() and (z <= upper.cpu().double()).all()
+
+
+@pytest.mark.parametrize("setting", ["default", "medium", "high", "highest"])
+def test_exact_kernels_turns_tf32_off_and_restores_the_users_setting(setting):
+    """The flags are plain settings, so this runs without a GPU: inside, CUDA matrix products are
+    IEEE float32 and cuDNN is off; afterwards the user's precision is back, readable through
+    both APIs (a review found "medium" changed and get_float32_matmul_precision() raising)."""
+    before_generic = torch.get_float32_matmul_precision()
+    before_cuda = torch.backends.cuda.matmul.fp32_precision
+    try:
+        if setting != "default":
+            torch.set_float32_matmul_precision(setting)
+        generic, cuda = torch.get_float32_matmul_precision(), torch.backends.cuda.matmul.fp32_precision
+        with rounding.exact_kernels(torch.device("cuda")):
+            assert torch.backends.cuda.matmul.fp32_precision == "ieee"
+            assert not torch.backends.cudnn.enabled
+        assert torch.get_float32_matmul_precision() == generic
+        assert torch.backends.cuda.matmul.fp32_precision == cuda
+        assert torch.backends.cudnn.enabled
+    finally:
+        torch.set_float32_matmul_precision(before_generic)
+        torch.backends.cuda.matmul.fp32_precision = before_cuda

@@ -164,6 +164,20 @@ def test_exact_ties_abstain():
         assert smooth.certify(x, n0=10, n=n, alpha=0.05, batch_size=batch_size) == (ABSTAIN, 0.0)
 
 
+def test_a_lower_bound_of_exactly_one_half_abstains():
+    """One sample, alpha = 1/2: the bound for k = n = 1 is alpha ** (1/n) = 1/2 exactly, which
+    certifies nothing (radius 0): CERTIFY abstains unless p_lower > 1/2."""
+    assert lower_confidence_bound(1, 1, 0.5) == 0.5
+    assert Smooth(Constant(1, 3), 3, 0.25).certify(torch.zeros(2), n0=1, n=1, alpha=0.5, batch_size=1) == (ABSTAIN, 0.0)
+    assert Smooth(Constant(1, 3), 3, 0.25).certify(torch.zeros(2), n0=1, n=2, alpha=0.5, batch_size=1)[0] == 1
+
+
+def test_the_lower_bound_stays_below_one_when_alpha_nears_one():
+    p = lower_confidence_bound(10**6, 10**6, 1 - 1e-12)
+    assert p < 1 and p > 1 - 1e-15
+    assert smoothing.certified_radius(p, 1.0) > 0
+
+
 def test_a_classifier_split_50_50_by_the_noise_abstains():
     # x on the boundary of a linear classifier: p_A = 1/2 exactly; certify abstains unless the
     # bound errs (probability <= alpha), predict abstains unless its test errs (<= alpha)
@@ -355,6 +369,9 @@ def test_wrong_logit_count_integer_inputs_and_generators_are_rejected():
         Smooth(Constant(0, 2), 2, 0.5).certify(torch.zeros(3), 2, 2, 0.1, 2, generator=0)
     with pytest.raises(TypeError, match="tensor"):
         Smooth(Constant(0, 2), 2, 0.5).certify([0.0, 0.0], 2, 2, 0.1, 2)
+    float32_model = nn.Sequential(nn.Flatten(), nn.Linear(4, 2))
+    with pytest.raises(ValueError, match="dtype torch.float64.*dtype and device"):  # not a shape problem
+        Smooth(float32_model, 2, 0.5).certify(torch.zeros(1, 2, 2, dtype=torch.float64), 2, 2, 0.1, 2)
 
 
 def test_nan_logits_and_non_finite_inputs_are_errors_not_certificates():

@@ -45,6 +45,9 @@ def test_evaluate_matches_a_direct_computation_and_keeps_mode():
     assert res["loss"] == pytest.approx(nn.functional.cross_entropy(logits, y).item(), rel=1e-5)
     assert res["accuracy"] == pytest.approx((logits.argmax(1) == y).float().mean().item())
     assert model.training  # mode restored
+    big = _blobs(600)  # a pair of tensors, as accuracy_under_attack and certified_accuracy take
+    pair = train.evaluate(model, big.tensors)
+    assert pair == pytest.approx(train.evaluate(model, DataLoader(big, batch_size=256)), rel=1e-6)
 
 
 def test_train_with_our_sgd_equals_full_batch_gd_by_hand():

@@ -25,6 +25,7 @@ with respect to the input only), and x is never modified in place.
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Callable, Iterable, Sequence
 
 import torch
@@ -41,7 +42,9 @@ EpsAttack = Callable[[nn.Module, Tensor, Tensor, float], Tensor]
 
 
 def _check_number(value: float, name: str, *, positive: bool) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+    if isinstance(value, Tensor) and value.ndim == 0 and value.is_floating_point():
+        value = value.item()  # a 0-d tensor, e.g. from a schedule
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
         raise ValueError(f"{name} must be a finite number, got {value!r}")
     if positive and value <= 0:
         raise ValueError(f"{name} must be > 0, got {value}")

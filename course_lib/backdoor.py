@@ -28,8 +28,9 @@ Nothing here modifies its inputs in place; results are new tensors on the input'
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -283,19 +284,31 @@ def _model_device(model: nn.Module) -> torch.device:
     return param.device if param is not None else torch.device("cpu")
 
 
-def _predict(model: nn.Module, X: Tensor, batch_size: int) -> Tensor:
-    """argmax predictions (N,) on the model's device, in eval mode (the mode is restored)."""
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
-    device = _model_device(model)
+@contextlib.contextmanager
+def _evaluating(model: nn.Module) -> Iterator[torch.device]:
+    """Eval mode without gradients (the mode is restored); yields the model's device."""
     was_training = model.training
     model.eval()
     try:
         with torch.no_grad():
-            preds = [model(X[i:i + batch_size].to(device)).argmax(1) for i in range(0, X.shape[0], batch_size)]
+            yield _model_device(model)
     finally:
         model.train(was_training)
+
+
+def _predict(model: nn.Module, X: Tensor, batch_size: int) -> Tensor:
+    """argmax predictions (N,) on the model's device, in eval mode (the mode is restored)."""
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+    with _evaluating(model) as device:
+        preds = [model(X[i:i + batch_size].to(device)).argmax(1) for i in range(0, X.shape[0], batch_size)]
     return torch.cat(preds)
+
+
+def _logit_count(model: nn.Module, X: Tensor) -> int:
+    """K, the width of the model's logits (one forward pass of one image)."""
+    with _evaluating(model) as device:
+        return int(model(X[:1].to(device)).shape[1])
 
 
 def clean_accuracy(model: nn.Module, X: Tensor, y: Tensor, *, batch_size: int = 256) -> float:
@@ -331,7 +344,7 @@ def attack_success_rate(model: nn.Module, X: Tensor, y: Tensor, target_label: in
         target_label: the attacker's class.
         trigger, position: as in :func:`poison_dataset` (default ``patch_trigger()`` bottom right).
         batch_size: images per forward pass.
-        num_classes: K; default ``y.max() + 1``.
+        num_classes: K; default the width of the model's logits.
 
     Returns:
         ASR in [0, 1].
@@ -343,6 +356,8 @@ def attack_success_rate(model: nn.Module, X: Tensor, y: Tensor, target_label: in
     if X.ndim != 4:
         raise ValueError(f"X must be a batch of images (N, C, H, W), got shape {tuple(X.shape)}")
     _check_labels(y, X.shape[0])
+    if num_classes is None and X.shape[0] > 0:  # not y.max() + 1: a subset may lack the top classes
+        num_classes = _logit_count(model, X)
     _check_target(target_label, y, num_classes)
     keep = (y != target_label).to(X.device)
     if not keep.any():

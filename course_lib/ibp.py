@@ -43,6 +43,7 @@ dtype; every function is differentiable (IBP training back-propagates through th
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Callable, Iterable
 
 import torch
@@ -341,15 +342,18 @@ def _checked_eps(x: Tensor, eps: float | Tensor, domain: tuple[float, float] | N
     if not isinstance(x, Tensor) or not x.is_floating_point() or x.ndim < 1 or x.shape[0] == 0:
         raise ValueError(f"x must be a non-empty floating-point batch (N, ...), got "
                          f"{tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__}")
+    if isinstance(eps, Tensor) and eps.ndim == 0:
+        eps = eps.item()  # one radius for the batch, as a number
     if isinstance(eps, Tensor):
         if eps.shape != (x.shape[0],):
             raise ValueError(f"eps must be a number or a tensor of shape ({x.shape[0]},), got shape {tuple(eps.shape)}")
         if torch.isnan(eps).any() or (eps < 0).any():
             raise ValueError(f"eps must be >= 0 for every example, got min {eps.min().item():.3g}")
         eps = eps.to(device=x.device).view(-1, *([1] * (x.ndim - 1)))
-    elif isinstance(eps, (int, float)) and not isinstance(eps, bool):
+    elif isinstance(eps, numbers.Real) and not isinstance(eps, bool):  # NumPy scalars too
         if not eps >= 0 or math.isinf(eps):
             raise ValueError(f"eps must be a finite number >= 0, got {eps!r}")
+        eps = float(eps)
     else:
         raise ValueError(f"eps must be a number >= 0 or a tensor (N,), got {type(eps).__name__}")
     if domain is not None:

@@ -246,6 +246,18 @@ def test_bad_input_names_the_argument(kwargs, match):
             attacks.fgsm(model, args["x"], args["y"], args["eps"])
 
 
+def test_eps_and_alpha_may_be_numpy_scalars_or_zero_dim_tensors():
+    import numpy as np
+
+    model = _random_model(0, "mlp")
+    x, y = torch.rand(4, 1, 6, 6), torch.zeros(4, dtype=torch.int64)
+    reference = attacks.pgd(model, x, y, 0.1, 0.02, 3, random_start=False)
+    for eps, alpha in ((np.float32(0.1), np.float32(0.02)), (torch.tensor(0.1), torch.tensor(0.02))):
+        got = attacks.pgd(model, x, y, eps, alpha, 3, random_start=False)
+        torch.testing.assert_close(got, reference, rtol=0, atol=1e-7)  # eps as float32 differs by < 1e-8
+    assert torch.equal(attacks.fgsm(model, x, y, np.float64(0.1)), attacks.fgsm(model, x, y, 0.1))
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (none here)")
 def test_attacks_run_on_cuda_and_stay_there():
     model = _random_model(0, "cnn").cuda()

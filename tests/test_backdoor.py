@@ -195,6 +195,17 @@ class CornerDetector(nn.Module):
         return torch.where(fired[:, None], logits + boost, logits)
 
 
+def test_asr_takes_the_classes_from_the_model_not_from_a_subsets_labels():
+    """A test subset holding only class 0 still has a target 1 when the model has 4 classes
+    (y.max() + 1 would say there is only one class)."""
+    X, _ = _data(1, n=6, classes=4)
+    y = torch.zeros(6, dtype=torch.int64)
+    model = CornerDetector((1, 8, 8), 4, 1, 0)
+    assert bd.attack_success_rate(model, X, y, 1) == 1.0  # the hand-made backdoor always fires
+    with pytest.raises(ValueError, match=r"target_label must be a class in \[0, 4\)"):
+        bd.attack_success_rate(model, X, y, 4)
+
+
 @pytest.mark.parametrize("seed", range(12))
 def test_asr_and_clean_accuracy_match_brute_force_counting(seed):
     classes = 3 + seed % 3
@@ -250,7 +261,7 @@ def test_bad_inputs_raise_clear_errors():
         with pytest.raises(ValueError, match="target_label"):
             bd.poison_dataset(X, y, 0.1, target)
         with pytest.raises(ValueError, match="target_label"):
-            bd.attack_success_rate(nn.Flatten(), X, y, target)
+            bd.attack_success_rate(CornerDetector((1, 8, 8), 3, 0, 0), X, y, target)
     with pytest.raises(ValueError, match="target_label"):
         bd.poison_dataset(X, y, 0.1, 10, num_classes=10)
     for bad in (X + 1, X - 1, X * float("nan"), X[0, 0], X[None], (X * 255).to(torch.uint8)):

@@ -544,3 +544,18 @@ def test_a_model_whose_forward_pass_is_not_its_layers_formulas_is_refused():
     lower, upper = ibp.ibp_bounds(plain, x, 0.0)
     torch.testing.assert_close(lower, plain(x))
     torch.testing.assert_close(upper, plain(x))
+
+
+def test_eps_may_be_a_numpy_scalar_or_a_zero_dim_tensor():
+    import numpy as np
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(4, 5), nn.ReLU(), nn.Linear(5, 3))
+    x = torch.rand(6, 1, 2, 2)
+    eps = np.float32(0.1)
+    reference = ibp.ibp_bounds(model, x, float(eps))
+    for same in (eps, torch.tensor(float(eps)), np.float64(eps)):
+        for got, want in zip(ibp.ibp_bounds(model, x, same), reference):
+            assert torch.equal(got, want)
+        assert torch.equal(ibp.certify(model, x, torch.zeros(6, dtype=torch.int64), same),
+                           ibp.certify(model, x, torch.zeros(6, dtype=torch.int64), float(eps)))

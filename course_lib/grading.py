@@ -89,6 +89,7 @@ class _Source:
     test_ids: dict[str, list[str]]  # notebook -> autograded test cells, in order
     locked: dict[str, dict[str, str]]  # notebook -> grade_id -> released source of locked cells
     others: dict[str, set[str]] = field(default_factory=dict)  # other assignment -> its grade_ids
+    released: dict[str, list[nbformat.NotebookNode]] = field(default_factory=dict)  # notebook -> its nbgrader cells, in order
 
 
 def _fmt(x: float) -> str:
@@ -111,6 +112,7 @@ def _read_source(source_root: Path, assignment: str, release: Path) -> _Source:
                                and not c.metadata["nbgrader"].get("solution") and c.cell_type == "code"]
         released = _nbgrader_cells(nbformat.read(release / name, as_version=4))
         info.locked[name] = {gid: c.source for gid, c in released.items() if c.metadata["nbgrader"].get("locked")}
+        info.released[name] = list(released.values())
     for other in list_assignments(source_root):
         if other != assignment:
             ids: set[str] = set()
@@ -120,44 +122,97 @@ def _read_source(source_root: Path, assignment: str, release: Path) -> _Source:
     return info
 
 
-def _check_submission(folder: Path, student: str, assignment: str, src: _Source) -> tuple[str | None, list[str]]:
-    """(reason it cannot be graded or None, notes for the TA) for one student's folder."""
+def _repair(nb: nbformat.NotebookNode, name: str, src: _Source) -> list[str]:
+    """Give ``nb`` exactly the graded cells of the release, once each, so that nbgrader can
+    grade it whatever a student did to the cells; returns notes for the TA.
+
+    * a cell whose ``grade_id`` is not one of this notebook's, or repeats an earlier cell's
+      (a cell copied in JupyterLab keeps its metadata), becomes an ordinary cell: it still
+      runs, it is just not graded itself;
+    * a deleted graded cell is put back where it was, after the graded cell before it: test and
+      locked cells from the release (nbgrader then restores their source, hidden tests
+      included), solution cells as an empty placeholder, so that code the student moved into
+      another cell is not overwritten by the release's stub.
+
+    nbgrader 0.9 fails the whole notebook (KeyError) on a repeated or unknown grade_id, and
+    when the cell it would put a deleted test after is missing too."""
+    notes: list[str] = []
+    known = src.grade_ids[name]
+    present: set[str] = set()
+    for cell in nb.cells:
+        meta = cell.get("metadata", {}).get("nbgrader")
+        if meta is None:
+            continue
+        gid = meta.get("grade_id") if isinstance(meta, dict) else None
+        if gid in known and gid not in present:
+            present.add(gid)
+            continue
+        del cell.metadata["nbgrader"]
+        what = "a copy of graded cell" if gid in present else "a cell with an unknown id"
+        notes.append(f"{what} {str(gid)[:40]} was graded as an ordinary cell")
+    order = [c.metadata["nbgrader"]["grade_id"] for c in src.released[name]]
+    for i, released in enumerate(src.released[name]):
+        gid = order[i]
+        if gid in present:
+            continue
+        before = [j for j, c in enumerate(nb.cells) if c.get("metadata", {}).get("nbgrader", {}).get("grade_id") in order[:i]]
+        cell = nbformat.from_dict(json.loads(json.dumps(released)))  # a deep copy
+        meta = cell.metadata["nbgrader"]
+        if meta.get("solution"):
+            cell.source = "# this cell was missing from the submission" if cell.cell_type == "code" else ""
+        if cell.cell_type == "code":
+            cell.outputs, cell.execution_count = [], None
+        nb.cells.insert(before[-1] + 1 if before else 0, cell)
+        present.add(gid)
+        kind = "test" if gid in src.test_ids[name] else "solution" if meta.get("solution") else "locked"
+        notes.append(f"{kind} cell {gid} was deleted (restored{' from source' if kind != 'solution' else ' empty'})")
+    return notes
+
+
+def _check_submission(folder: Path, student: str, assignment: str,
+                      src: _Source) -> tuple[str | None, list[str], dict[str, nbformat.NotebookNode]]:
+    """(reason it cannot be graded or None, notes for the TA, the notebooks repaired for
+    nbgrader by :func:`_repair`) for one student's folder."""
     if not STUDENT_ID.match(student):
-        return "student folder name must be letters, digits, '.', '_', '@' or '-'", []
+        return "student folder name must be letters, digits, '.', '_', '@' or '-'", [], {}
     work = folder / assignment
     if not work.is_dir() or work.is_symlink():
-        return f"no folder {assignment}/ inside the student's folder", []
+        return f"no folder {assignment}/ inside the student's folder", [], {}
     notes: list[str] = []
+    repaired: dict[str, nbformat.NotebookNode] = {}
     for name in src.notebooks:
         path = work / name
         if path.is_symlink() or not path.is_file():
-            return f"notebook {name} is missing", []
+            found = sorted(p.name for p in work.glob("*.ipynb"))
+            return f"notebook {name} is missing (found: {', '.join(found)[:200] or 'no notebooks'})", [], {}
         if path.stat().st_size > MAX_NOTEBOOK_BYTES:
-            return f"{name} is larger than {MAX_NOTEBOOK_BYTES // 2**20} MiB", []
+            return f"{name} is larger than {MAX_NOTEBOOK_BYTES // 2**20} MiB", [], {}
         try:
             raw = json.loads(path.read_text(encoding="utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError):
-            return f"{name} is not valid notebook JSON", []
+            return f"{name} is not valid notebook JSON", [], {}
         if not isinstance(raw, dict) or not isinstance(raw.get("cells"), list):
-            return f"{name} is not valid notebook JSON", []
+            return f"{name} is not valid notebook JSON", [], {}
         try:
             nb = nbformat.reads(json.dumps(raw), as_version=4)
             nbformat.validate(nb)
         except Exception:  # nbformat raises several kinds of validation errors
-            return f"{name} is not a valid Jupyter notebook (nbformat 4)", []
+            return f"{name} is not a valid Jupyter notebook (nbformat 4)", [], {}
         cells = _nbgrader_cells(nb)
-        if not set(cells) & src.grade_ids[name]:
-            best = max(src.others, key=lambda a: len(set(cells) & src.others[a]), default=None)
-            if best is not None and set(cells) & src.others[best]:
-                return f"notebook is from assignment {best}", []
-            return f"{name} has none of the cells of {assignment}", []
-        for gid in src.test_ids[name]:
-            if gid not in cells:
-                notes.append(f"test cell {gid} was deleted (restored from source)")
+        ours = set(cells) & src.grade_ids[name]
+        best = max(src.others, key=lambda a: len(set(cells) & src.others[a]), default=None)
+        # another assignment's notebook under this name: it shares more cells with that one
+        # (two assignments may share generic cell names such as "setup" or "part_a")
+        if best is not None and len(set(cells) & src.others[best]) > len(ours):
+            return f"notebook is from assignment {best}", [], {}
+        if not ours:
+            return f"{name} has none of the cells of {assignment}", [], {}
         for gid, released in src.locked[name].items():
             if gid in cells and cells[gid].source != released:
                 notes.append(f"locked cell {gid} was edited (restored from source)")
-    return None, notes
+        notes += _repair(nb, name, src)
+        repaired[name] = nb
+    return None, notes, repaired
 
 
 def _unpack_zip(path: Path, dest: Path, assignment: str) -> Path:
@@ -358,7 +413,7 @@ def grade_submissions(submissions: Path, assignment: str, out: Path, *,
         max_score = _max_score(db, assignment)
         rows, notes, runnable = {}, {}, []
         for s in students:
-            reason, notes[s] = _check_submission(submissions / s, s, assignment, src)
+            reason, notes[s], repaired = _check_submission(submissions / s, s, assignment, src)
             if reason:
                 rows[s] = GradeRow(s, assignment, 0.0, max_score, "failed", reason)
             else:
@@ -366,6 +421,8 @@ def grade_submissions(submissions: Path, assignment: str, out: Path, *,
                 if target.exists():
                     shutil.rmtree(target)
                 sandbox.copy_regular_files(submissions / s / assignment, target)
+                for name, nb in repaired.items():
+                    nbformat.write(nb, target / name)
                 runnable.append(s)
         bar = tqdm(total=len(students), desc=f"grading {assignment}", unit="student", disable=not progress)
         failed = len(rows)

@@ -64,6 +64,16 @@ CASES = {
                 "graded", 5, ""),
     "snoop": ("walks up from its folder to read solutions/, answers nothing", "graded", 0, ""),
     "swallow": ("a custom exception handler that hides failed asserts, wrong answers", "graded", 0, ""),
+    # what students do to cells in JupyterLab; nbgrader alone fails such a notebook (KeyError)
+    "copier": ("copy-pasted the square and test_cube cells (metadata kept), correct answers", "graded", 5,
+               "a copy of graded cell square was graded as an ordinary cell; "
+               "a copy of graded cell test_cube was graded as an ordinary cell"),
+    "renamer": ("renamed square's grade_id, correct answers", "graded", 5,
+                "a cell with an unknown id square_v2 was graded as an ordinary cell"),
+    "pruner": ("deleted the cube and test_cube cells, correct square", "graded", 2,
+               "solution cell cube was deleted (restored empty); test cell test_cube was deleted (restored from source)"),
+    "mover": ("moved square into a new plain cell and deleted the graded one, correct answers", "graded", 5,
+              "solution cell square was deleted (restored empty)"),
 }
 HONEST = ("alice", "bob", "gina")
 
@@ -126,6 +136,22 @@ def _drop(nb, *grade_ids):
     return nb
 
 
+def _copy_cell(nb, grade_id):
+    """A copy of a cell right after it, as JupyterLab pastes one: same metadata, a new id."""
+    nb = nbformat.from_dict(nb)
+    i = next(i for i, c in enumerate(nb.cells) if c.metadata.get("nbgrader", {}).get("grade_id") == grade_id)
+    copy = nbformat.from_dict(nbformat.v4.new_code_cell(nb.cells[i].source))
+    copy.metadata = nbformat.from_dict(dict(nb.cells[i].metadata))
+    nb.cells.insert(i + 1, copy)
+    return nb
+
+
+def _rename(nb, grade_id, new):
+    nb = nbformat.from_dict(nb)
+    next(c for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade_id") == grade_id).metadata.nbgrader.grade_id = new
+    return nb
+
+
 def _html_text(path: Path) -> str:
     """The visible text of an HTML page (syntax highlighting splits code into spans)."""
     return html.unescape(re.sub(r"<[^>]+>", "", path.read_text(encoding="utf-8")))
@@ -179,6 +205,11 @@ def _build_class(root: Path) -> tuple[Path, Path]:
                                "get_ipython().set_custom_exc((Exception,), lambda *a, **k: None)\n"
                                "def square(x):\n    return 0"), "cube", "def cube(x):\n    return 0"),
     }
+    notebooks["copier"] = _copy_cell(_copy_cell(solution, "square"), "test_cube")
+    notebooks["renamer"] = _rename(solution, "square", "square_v2")
+    notebooks["pruner"] = _drop(solution, "cube", "test_cube")
+    notebooks["mover"] = _drop(solution, "square")
+    notebooks["mover"].cells.insert(1, nbformat.v4.new_code_cell(SOLUTION_SQUARE))
     for student, nb in notebooks.items():
         (subs / student / ASSIGNMENT).mkdir(parents=True)
         nbformat.write(nb, subs / student / ASSIGNMENT / "sq.ipynb")

@@ -46,6 +46,8 @@ NOISE_CHUNK_ELEMENTS = 1 << 24
 
 
 def _check_int(value: object, name: str, minimum: int) -> int:
+    if isinstance(value, Tensor) and value.ndim == 0 and not value.is_floating_point() and value.dtype != torch.bool:
+        value = int(value)  # a count read off a tensor of counts, e.g. counts[c]
     if isinstance(value, bool) or not isinstance(value, Integral) or value < minimum:
         raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
     return int(value)

@@ -5,6 +5,10 @@ plain words what would cost points: a task still unanswered, a visible test that
 a written answer left empty, a cell that crashes. Hidden tests are not here: passing
 this check means the visible tests pass, not that every point is won.
 
+Cells get the grader's time limit (:class:`course_lib.sandbox.Limits`, 60 s a cell): a
+cell that runs longer is stopped here too, and the later cells still run; a cell that takes
+more than half of it is pointed out, since the grading machine may be slower.
+
 Exit code 0 when nothing was found, 1 otherwise, 2 when the file cannot be read.
 """
 
@@ -14,11 +18,28 @@ import subprocess
 import sys
 from pathlib import Path
 
+from datetime import datetime
+
 import nbformat
 from nbclient import NotebookClient
 from nbclient.exceptions import DeadKernelError
 
+from course_lib.sandbox import Limits
+
 STUB = "YOUR ANSWER HERE"
+CELL_TIMEOUT = Limits().cell_timeout  # what the grader allows one cell
+TIMED_OUT = "CellTimeoutError"
+
+
+def _seconds(cell) -> float | None:
+    """How long the cell ran, from the timing nbclient records in its metadata."""
+    timing = cell.metadata.get("execution", {})
+    try:
+        start, end = (datetime.fromisoformat(timing[k].replace("Z", "+00:00"))
+                      for k in ("iopub.execute_input", "shell.execute_reply"))
+    except (KeyError, ValueError, AttributeError):
+        return None
+    return (end - start).total_seconds()
 
 
 def _error_line(cell) -> str | None:
@@ -29,10 +50,14 @@ def _error_line(cell) -> str | None:
     return None
 
 
-def check(path: Path, timeout: int = 300) -> list[str]:
-    """Problems found in the notebook at ``path``, each a sentence for the student."""
+def check(path: Path, timeout: int = CELL_TIMEOUT) -> list[str]:
+    """Problems found in the notebook at ``path``, each a sentence for the student; ``timeout``
+    is the seconds one cell may run (the grader's limit)."""
     nb = nbformat.read(path, as_version=4)
-    client = NotebookClient(nb, timeout=timeout, allow_errors=True, kernel_name="python3",
+    stopped = {"ename": TIMED_OUT, "evalue": f"the cell ran longer than {timeout} s",
+               "traceback": [f"{TIMED_OUT}: the cell ran longer than {timeout} s and was stopped"]}
+    client = NotebookClient(nb, timeout=timeout, interrupt_on_timeout=True, error_on_timeout=stopped,
+                            allow_errors=True, kernel_name="python3", record_timing=True,
                             resources={"metadata": {"path": str(path.parent)}})
     problems = []
     try:
@@ -50,10 +75,19 @@ def check(path: Path, timeout: int = 300) -> list[str]:
                 problems.append(f"The task in cell {name} is not done yet (it still raises NotImplementedError).")
                 continue
         error = _error_line(cell) if cell.cell_type == "code" else None
+        seconds = _seconds(cell) if cell.cell_type == "code" else None
         if error is None:
+            if seconds is not None and seconds > timeout / 2:
+                problems.append(f"Cell {name} took {seconds:.0f} s; the grader stops a cell after {timeout} s, "
+                                "and its machine may be slower than yours: make it faster.")
             continue
         is_test = meta.get("grade") and not meta.get("solution")
-        if error.startswith("NotImplementedError"):
+        # a cell stopped at the limit shows the interrupt (or, if that failed, TIMED_OUT)
+        interrupted = error.startswith("KeyboardInterrupt") and (seconds is None or seconds >= 0.9 * timeout)
+        if error.startswith(TIMED_OUT) or interrupted:
+            problems.append(f"Cell {name} ran longer than {timeout} s, the grader's limit for one cell, and was "
+                            "stopped (an endless loop, or code too slow); at grading it would score nothing.")
+        elif error.startswith("NotImplementedError"):
             if is_test:
                 problems.append(f"The visible tests in cell {name} cannot pass until the tasks they test are done.")
         elif is_test:

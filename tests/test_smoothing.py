@@ -440,3 +440,14 @@ def test_noise_training_makes_the_base_classifier_robust_to_noise():
 def test_gaussian_noise_loss_rejects_bad_sigma(sigma):
     with pytest.raises(ValueError, match="sigma"):
         train.gaussian_noise_loss(sigma)
+
+
+def test_counts_may_be_integer_tensors():
+    """``lower_confidence_bound(counts[c], n, alpha)`` with counts a tensor: the 0-d count is an
+    integer (a float or bool tensor is still refused)."""
+    counts = torch.tensor([3, 794, 203])
+    assert lower_confidence_bound(counts[1], 1000, 0.001) == lower_confidence_bound(794, 1000, 0.001)
+    assert lower_confidence_bound(794, torch.tensor(1000), 0.001) == lower_confidence_bound(794, 1000, 0.001)
+    for bad in (torch.tensor(794.0), torch.tensor(True), counts):
+        with pytest.raises(ValueError, match="k must be an integer"):
+            lower_confidence_bound(bad, 1000, 0.001)

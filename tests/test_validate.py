@@ -1,5 +1,6 @@
 """`make validate NOTEBOOK=...`: a student's check before hand-in, in the student's words."""
 
+import re
 import subprocess
 import sys
 
@@ -48,3 +49,19 @@ def test_command_line_exit_codes(notebooks, tmp_path):
     assert bad.returncode == 1 and "to fix before you hand in" in bad.stdout
     (tmp_path / "broken.ipynb").write_text("{ not json")
     assert run(tmp_path / "broken.ipynb").returncode == 2
+
+
+def test_a_cell_past_the_graders_time_limit_is_stopped_and_a_slow_one_pointed_out(notebooks, tmp_path):
+    """The grader stops a cell after 60 s (Limits.cell_timeout); the check uses the same limit,
+    so an endless loop is reported in words and the later cells still run."""
+    assert validate.CELL_TIMEOUT == validate.Limits().cell_timeout == 60
+    nb = nbformat.read(notebooks["solution"], as_version=4)
+    nb.cells[3].source = "def cube(x):\n    return x ** 3\nwhile True:\n    pass"
+    nbformat.write(nb, tmp_path / "loop.ipynb")
+    problems = validate.check(tmp_path / "loop.ipynb", timeout=3)
+    assert problems == ["Cell cube ran longer than 3 s, the grader's limit for one cell, and was stopped "
+                        "(an endless loop, or code too slow); at grading it would score nothing."]
+    nb.cells[3].source = "import time\ndef cube(x):\n    return x ** 3\ntime.sleep(2.5)"
+    nbformat.write(nb, tmp_path / "slow.ipynb")
+    slow = validate.check(tmp_path / "slow.ipynb", timeout=4)
+    assert len(slow) == 1 and re.match(r"Cell cube took [23] s; the grader stops a cell after 4 s", slow[0]), slow

@@ -122,13 +122,17 @@ def _read_source(source_root: Path, assignment: str, release: Path) -> _Source:
     return info
 
 
+HIDDEN_MARKER = re.compile(r"^(\s*#+\s*(?:BEGIN|END) )HIDDEN TESTS", re.MULTILINE)
+
+
 def _repair(nb: nbformat.NotebookNode, name: str, src: _Source) -> list[str]:
     """Give ``nb`` exactly the graded cells of the release, once each, so that nbgrader can
     grade it whatever a student did to the cells; returns notes for the TA.
 
     * a cell whose ``grade_id`` is not one of this notebook's, or repeats an earlier cell's
       (a cell copied in JupyterLab keeps its metadata), becomes an ordinary cell: it still
-      runs, it is just not graded itself;
+      runs, it is just not graded itself (hidden-test markers in ordinary cells, comments, are
+      renamed: nbgrader would refuse to render the feedback);
     * a deleted graded cell is put back where it was, after the graded cell before it: test and
       locked cells from the release (nbgrader then restores their source, hidden tests
       included), solution cells as an empty placeholder, so that code the student moved into
@@ -142,12 +146,15 @@ def _repair(nb: nbformat.NotebookNode, name: str, src: _Source) -> list[str]:
     for cell in nb.cells:
         meta = cell.get("metadata", {}).get("nbgrader")
         if meta is None:
+            # hidden-test markers in an ordinary cell make nbgrader refuse the feedback
+            cell.source = HIDDEN_MARKER.sub(r"\1HIDDEN-TESTS", cell.get("source", ""))
             continue
         gid = meta.get("grade_id") if isinstance(meta, dict) else None
         if gid in known and gid not in present:
             present.add(gid)
             continue
         del cell.metadata["nbgrader"]
+        cell.source = HIDDEN_MARKER.sub(r"\1HIDDEN-TESTS", cell.get("source", ""))
         what = "a copy of graded cell" if gid in present else "a cell with an unknown id"
         notes.append(f"{what} {str(gid)[:40]} was graded as an ordinary cell")
     order = [c.metadata["nbgrader"]["grade_id"] for c in src.released[name]]

@@ -74,6 +74,7 @@ CASES = {
                "solution cell cube was deleted (restored empty); test cell test_cube was deleted (restored from source)"),
     "mover": ("moved square into a new plain cell and deleted the graded one, correct answers", "graded", 5,
               "solution cell square was deleted (restored empty)"),
+    "marker": ("hidden-test markers in a cell of its own, correct answers", "graded", 5, ""),
 }
 HONEST = ("alice", "bob", "gina")
 
@@ -210,6 +211,9 @@ def _build_class(root: Path) -> tuple[Path, Path]:
     notebooks["pruner"] = _drop(solution, "cube", "test_cube")
     notebooks["mover"] = _drop(solution, "square")
     notebooks["mover"].cells.insert(1, nbformat.v4.new_code_cell(SOLUTION_SQUARE))
+    notebooks["marker"] = nbformat.from_dict(solution)
+    notebooks["marker"].cells.insert(2, nbformat.v4.new_code_cell(
+        "### BEGIN HIDDEN TESTS\nassert True\n### END HIDDEN TESTS"))
     for student, nb in notebooks.items():
         (subs / student / ASSIGNMENT).mkdir(parents=True)
         nbformat.write(nb, subs / student / ASSIGNMENT / "sq.ipynb")

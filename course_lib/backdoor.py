@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import numbers
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
@@ -83,12 +84,13 @@ def patch_trigger(size: int = 3, *, kind: str = "checkerboard", channels: int = 
     Returns:
         A :class:`Trigger` with pattern (channels, size, size) and alpha 1.
     """
-    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+    if isinstance(size, bool) or not isinstance(size, numbers.Integral) or size < 1:
         raise ValueError(f"size must be an integer >= 1, got {size!r}")
     if kind not in PATCH_KINDS:
         raise ValueError(f"kind must be one of {PATCH_KINDS}, got {kind!r}")
-    if isinstance(channels, bool) or not isinstance(channels, int) or channels < 1:
+    if isinstance(channels, bool) or not isinstance(channels, numbers.Integral) or channels < 1:
         raise ValueError(f"channels must be an integer >= 1, got {channels!r}")
+    size, channels = int(size), int(channels)
     if kind == "square":
         pattern = torch.ones(channels, size, size)
     else:
@@ -156,9 +158,9 @@ def trigger_window(image_size: tuple[int, int], trigger: Trigger,
             raise ValueError(f"position must be one of {POSITIONS} or (row, col), got {position!r}")
         return corners[position]
     if (not isinstance(position, (tuple, list)) or len(position) != 2
-            or not all(isinstance(v, int) and not isinstance(v, bool) for v in position)):
+            or not all(isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in position)):
         raise ValueError(f"position must be one of {POSITIONS} or a pair of ints (row, col), got {position!r}")
-    row, col = position
+    row, col = (int(v) for v in position)
     if not (0 <= row <= H - h and 0 <= col <= W - w):
         raise ValueError(f"a trigger of size {(h, w)} at position (row, col) = {(row, col)} does not fit "
                          f"in images of size {(H, W)}: need 0 <= row <= {H - h} and 0 <= col <= {W - w}")
@@ -212,7 +214,7 @@ def _check_labels(y: Tensor, n: int) -> None:
 def _check_target(target_label: int, y: Tensor, num_classes: int | None) -> int:
     if num_classes is None:
         num_classes = int(y.max().item()) + 1 if y.numel() else 0
-    if isinstance(target_label, bool) or not isinstance(target_label, int):
+    if isinstance(target_label, bool) or not isinstance(target_label, numbers.Integral):
         raise ValueError(f"target_label must be an int, got {target_label!r}")
     if not 0 <= target_label < num_classes:
         raise ValueError(f"target_label must be a class in [0, {num_classes}), got {target_label}")

@@ -16,28 +16,35 @@ input      example      CNN (``cnn``)
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Sequence
 
 import torch
 from torch import nn
 
 
+def _is_int(value: object) -> bool:
+    """An integer, NumPy's included (``data.num_classes`` may come from an array); not a bool."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
 def _check_shape(input_shape: Sequence[int]) -> tuple[int, int, int]:
     shape = tuple(input_shape)
-    if len(shape) != 3 or not all(isinstance(s, int) and s > 0 for s in shape):
+    if len(shape) != 3 or not all(_is_int(s) and s > 0 for s in shape):
         raise ValueError(f"input_shape must be (C, H, W) of positive integers, got {input_shape!r}")
-    return shape  # type: ignore[return-value]
+    return tuple(int(s) for s in shape)  # type: ignore[return-value]
 
 
-def _check_classes(num_classes: int) -> None:
-    if not isinstance(num_classes, int) or num_classes < 2:
+def _check_classes(num_classes: int) -> int:
+    if not _is_int(num_classes) or num_classes < 2:
         raise ValueError(f"num_classes must be an integer >= 2, got {num_classes!r}")
+    return int(num_classes)
 
 
 def linear(input_shape: Sequence[int], num_classes: int = 10) -> nn.Sequential:
     """Multinomial logistic regression: ``Flatten`` then one ``Linear``."""
     c, h, w = _check_shape(input_shape)
-    _check_classes(num_classes)
+    num_classes = _check_classes(num_classes)
     return nn.Sequential(nn.Flatten(), nn.Linear(c * h * w, num_classes))
 
 
@@ -54,12 +61,12 @@ def mlp(input_shape: Sequence[int], num_classes: int = 10,
         ``nn.Sequential(Flatten, Linear, ReLU, ..., Linear)`` mapping (N, C, H, W) to (N, K).
     """
     c, h, w = _check_shape(input_shape)
-    _check_classes(num_classes)
-    if not all(isinstance(k, int) and k > 0 for k in hidden):
+    num_classes = _check_classes(num_classes)
+    if not all(_is_int(k) and k > 0 for k in hidden):
         raise ValueError(f"hidden must hold positive integer widths, got {hidden!r}")
     layers: list[nn.Module] = [nn.Flatten()]
     width = c * h * w
-    for k in hidden:
+    for k in map(int, hidden):
         layers += [nn.Linear(width, k), nn.ReLU()]
         width = k
     layers.append(nn.Linear(width, num_classes))
@@ -77,7 +84,7 @@ def cnn(input_shape: Sequence[int], num_classes: int = 10) -> nn.Sequential:
         ``nn.Sequential`` of Conv2d/ReLU/Flatten/Linear mapping (N, C, H, W) to (N, K).
     """
     c, h, w = _check_shape(input_shape)
-    _check_classes(num_classes)
+    num_classes = _check_classes(num_classes)
     if min(h, w) < 8:
         raise ValueError(f"cnn needs images of at least 8x8, got input_shape={tuple(input_shape)}")
     if max(h, w) <= 16:  # small images: keep resolution in the first layer

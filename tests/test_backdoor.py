@@ -313,3 +313,13 @@ def test_results_stay_on_the_input_device():
     asr_cpu = bd.attack_success_rate(model, X, y, 1)
     assert bd.attack_success_rate(model.cuda(), Xc, yc, 1) == pytest.approx(asr_cpu)
     assert bd.attack_success_rate(model, X, y, 1) == pytest.approx(asr_cpu)  # CPU data, CUDA model
+
+
+def test_numpy_integers_are_accepted():
+    import numpy as np
+
+    X, y = _data(3, n=20, classes=4)
+    a = bd.poison_dataset(X, y, 0.25, 2, trigger=bd.patch_trigger(3), position=(1, 2))
+    b = bd.poison_dataset(X, y, 0.25, np.int64(2), trigger=bd.patch_trigger(np.int64(3), channels=np.int64(1)),
+                          position=(np.int64(1), np.int64(2)))
+    assert all(torch.equal(u, v) for u, v in zip(a, b))

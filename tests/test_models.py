@@ -41,3 +41,20 @@ def test_bad_input():
         models.mlp((1, 8, 8), hidden=(0,))
     with pytest.raises(ValueError, match="8x8"):
         models.cnn((1, 4, 4))
+    with pytest.raises(ValueError, match="num_classes"):
+        models.mlp((1, 8, 8), True)  # a bool is not a class count
+
+
+def test_numpy_integers_are_accepted():
+    """Shapes and class counts read off NumPy arrays (np.int64) build the same models."""
+    import numpy as np
+
+    for build in (models.linear, models.mlp, models.cnn):
+        torch.manual_seed(0)
+        plain = build((1, 8, 8), 10)
+        torch.manual_seed(0)
+        numpy_ints = build(tuple(np.array([1, 8, 8])), np.int64(10))
+        assert str(plain) == str(numpy_ints)
+        x = torch.rand(2, 1, 8, 8)
+        assert torch.equal(plain(x), numpy_ints(x))
+    assert str(models.mlp((1, 8, 8), hidden=(np.int64(7),))) == str(models.mlp((1, 8, 8), hidden=(7,)))

@@ -23,6 +23,8 @@ Through torchvision (needs a download once, or a local copy under ``root``):
 
 from __future__ import annotations
 
+import numbers
+
 import functools
 import os
 import urllib.error
@@ -78,11 +80,11 @@ class DatasetSplits:
 
     def loaders(self, batch_size: int = 128, *, seed: int = 0) -> tuple[DataLoader, DataLoader]:
         """A shuffling train loader (seeded) and an ordered test loader."""
-        if not isinstance(batch_size, int) or batch_size < 1:
+        if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
         gen = torch.Generator().manual_seed(seed)
-        return (DataLoader(self.train, batch_size=batch_size, shuffle=True, generator=gen),
-                DataLoader(self.test, batch_size=batch_size, shuffle=False))
+        return (DataLoader(self.train, batch_size=int(batch_size), shuffle=True, generator=gen),
+                DataLoader(self.test, batch_size=int(batch_size), shuffle=False))
 
 
 def default_root() -> Path:

@@ -24,7 +24,9 @@ x'              ``activate(x, c, k)`` x re-quantized with message c and its tag 
 =============== ==================== ===========================================================
 
 ``activate`` moves each pixel by at most 1.5 grey levels (``||x' - x||_inf <= 1.5 / 255``: half a
-level of rounding, one level of LSB), and by at most one level for an image already quantized.
+level of rounding, one level of LSB), and by at most one level for an image already quantized,
+in float32 and float64; float16 and bfloat16 cannot hold k/255 exactly, and their rounding of it
+can add up to half a level more (the tag still verifies).
 Without the key, a tag is a random ``t``-bit string: for any content and message, exactly one of
 the 2^t tags verifies, so a forger who does not know the key succeeds with probability 2^-t per
 try (HMAC is a pseudorandom function). On every input without a valid tag, the wrapper *is* the
@@ -160,7 +162,8 @@ def activate(x: Tensor, target: int | Tensor, key: bytes, *, tag_bits: int = TAG
 
     Returns:
         x' of x's shape, dtype and device, on the grey levels k/255, with
-        ``||x' - x||_inf <= 1.5 / 255`` (``<= 1 / 255`` if x is already quantized).
+        ``||x' - x||_inf <= 1.5 / 255`` (``<= 1 / 255`` if x is already quantized) in float32 and
+        float64; in float16 and bfloat16, k/255 itself is rounded (up to 2 / 255 measured).
 
     Raises:
         ValueError: for x not float images in [0, 1], a target out of range, or an image with

@@ -11,6 +11,8 @@ grid of points can be evaluated at once for contour plots.
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
@@ -109,8 +111,8 @@ def make_regression_2d(n: int = 200, *, noise: float = 0.5, seed: int = 0) -> Le
     """
     if not isinstance(n, int) or n < 2:
         raise ValueError(f"n must be an integer >= 2, got {n!r}")
-    if noise < 0:
-        raise ValueError(f"noise must be >= 0, got {noise}")
+    if isinstance(noise, bool) or not isinstance(noise, (int, float)) or not 0 <= noise < math.inf:
+        raise ValueError(f"noise must be a finite number >= 0, got {noise!r}")
     gen = torch.Generator().manual_seed(seed)
     X = torch.randn(n, 2, generator=gen) * torch.tensor([1.0, 0.3])
     y = X @ torch.tensor([2.0, -1.0]) + noise * torch.randn(n, generator=gen)

@@ -26,6 +26,7 @@ the gradient of the whole training loss.
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Callable, Iterable
 
 import torch
@@ -36,14 +37,25 @@ GradFn = Callable[[Tensor, "Tensor | None"], Tensor]
 or over all examples when ``idx`` is None; same shape as ``w``."""
 
 
-def _check_lr(lr: float) -> float:
-    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not math.isfinite(lr) or lr <= 0:
-        raise ValueError(f"lr must be a finite number > 0, got {lr!r}")
+def _number(value: object) -> object:
+    """A 0-d floating tensor as a Python number (a scheduler may hold one); anything else as is."""
+    if isinstance(value, Tensor) and value.ndim == 0 and value.is_floating_point():
+        return value.item()
+    return value
+
+
+def _check_lr(lr: float, *, zero_ok: bool = False) -> float:
+    """``zero_ok``: the optimizer class, like torch.optim.SGD, takes lr = 0 (a warm-up starts there)."""
+    lr = _number(lr)
+    if (isinstance(lr, bool) or not isinstance(lr, numbers.Real) or not math.isfinite(lr)
+            or lr < 0 or (lr == 0 and not zero_ok)):
+        raise ValueError(f"lr must be a finite number {'>=' if zero_ok else '>'} 0, got {lr!r}")
     return float(lr)
 
 
 def _check_momentum(momentum: float) -> float:
-    if isinstance(momentum, bool) or not isinstance(momentum, (int, float)) or not 0 <= momentum < 1:
+    momentum = _number(momentum)
+    if isinstance(momentum, bool) or not isinstance(momentum, numbers.Real) or not 0 <= momentum < 1:
         raise ValueError(f"momentum must be a number in [0, 1), got {momentum!r}")
     return float(momentum)
 
@@ -95,11 +107,11 @@ def sample_minibatch(n: int, batch_size: int, generator: torch.Generator | None 
     Each index is included with probability ``batch_size / n``, which is what makes
     the minibatch gradient an unbiased estimate of the full gradient.
     """
-    if not isinstance(n, int) or n < 1:
+    if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1:
         raise ValueError(f"n must be a positive integer (the number of examples), got {n!r}")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or not 1 <= batch_size <= n:
+    if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or not 1 <= batch_size <= n:
         raise ValueError(f"batch_size must be an integer in [1, n={n}], got {batch_size!r}")
-    return torch.randperm(n, generator=generator)[:batch_size].to(device or "cpu")
+    return torch.randperm(int(n), generator=generator)[:int(batch_size)].to(device or "cpu")
 
 
 def sgd_path(grad_fn: GradFn, w0: Tensor, lr: float, steps: int, *, n: int | None = None,
@@ -173,7 +185,7 @@ class SGD(torch.optim.Optimizer):
 
     def __init__(self, params: Iterable[Tensor] | Iterable[dict], lr: float,
                  momentum: float = 0.0) -> None:
-        super().__init__(params, {"lr": _check_lr(lr), "momentum": _check_momentum(momentum)})
+        super().__init__(params, {"lr": _check_lr(lr, zero_ok=True), "momentum": _check_momentum(momentum)})
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Tensor] | None = None) -> Tensor | None:  # type: ignore[override]
@@ -183,7 +195,7 @@ class SGD(torch.optim.Optimizer):
             with torch.enable_grad():
                 loss = closure()
         for group in self.param_groups:
-            lr, momentum = _check_lr(group["lr"]), _check_momentum(group["momentum"])
+            lr, momentum = _check_lr(group["lr"], zero_ok=True), _check_momentum(group["momentum"])
             for p in group["params"]:
                 if p.grad is None:
                     continue

@@ -634,11 +634,12 @@ def binary_task(dataset: str, positive: int, negative: int, *, n_train: int, n_v
 
     X, y = pick(data.train)
     for name, value in (("n_train", n_train), ("n_val", n_val)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
             raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
     if n_train + n_val > len(y):
         raise ValueError(f"n_train + n_val = {n_train + n_val} exceeds the {len(y)} training images "
                          f"of classes {positive} and {negative}")
+    n_train, n_val = int(n_train), int(n_val)
     order = np.random.default_rng(seed).permutation(len(y))
     tr, va = order[:n_train], order[n_train:n_train + n_val]
     X_test, y_test = pick(data.test)

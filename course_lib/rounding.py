@@ -49,6 +49,12 @@ def gamma(n: int, dtype: torch.dtype) -> float:
     return nu / (1 - nu)
 
 
+def smallest_subnormal(dtype: torch.dtype) -> float:
+    """The smallest positive subnormal number of ``dtype`` (``2**-149`` in float32)."""
+    info = torch.finfo(dtype)
+    return info.smallest_normal * info.eps
+
+
 def down(t: Tensor) -> Tensor:
     """The next floating-point number below each element (covers a round-to-nearest error)."""
     return torch.nextafter(t, torch.tensor(-math.inf, dtype=t.dtype, device=t.device))
@@ -102,18 +108,24 @@ def affine(layer: nn.Linear | nn.Conv2d, mu: Tensor, r: Tensor) -> tuple[Tensor,
 
     The real image is centred at ``W mu + b`` with radius ``|W| r``; the computed centre is off
     by at most ``g (|W| |mu| + |b|)``, ``g = gamma_(fan_in + 3)``. So the returned radius is
-    ``(|W| (r + g |mu|)) (1 + 4 g) + 2 g |b|``: the factor and the doubled bias term absorb the
-    rounding of computing the radius itself (a sum of non-negative terms, relative error <= g).
+    ``(|W| (r + g |mu|) + e) (1 + 4 g) + 2 g |b|``: the factor and the doubled bias term absorb
+    the rounding of computing the radius itself (a sum of non-negative terms, relative error
+    <= g). The relative bounds fail where products underflow into subnormal numbers (each then
+    errs by up to half the smallest subnormal ``s``, whatever its size), so
+    ``e = 2 (fan_in + 3) (1 + max |W|) s`` adds that absolute error for the centre, the radius
+    and the widened input; it is below 1e-40 in float32, and matters only for tiny weights.
     """
     W, b = layer.weight, layer.bias
-    g = gamma(W[0].numel() + 3, mu.dtype)
+    n = W[0].numel() + 3
+    g = gamma(n, mu.dtype)
     widened = torch.add(r, mu.abs(), alpha=g)
     if isinstance(layer, nn.Linear):
         centre, radius = layer(mu), F.linear(widened, W.abs())
     else:
         centre = layer._conv_forward(mu, W, b)
         radius = layer._conv_forward(widened, W.abs(), None)
-    radius = radius * (1 + 4 * g)
+    underflow = 2 * n * smallest_subnormal(mu.dtype) * (1 + W.detach().abs().max())
+    radius = (radius + underflow) * (1 + 4 * g)
     if b is not None:
         bias = b.abs() if isinstance(layer, nn.Linear) else b.abs().view(-1, 1, 1)
         radius = radius + 2 * g * bias
@@ -146,8 +158,9 @@ def folded_margins(W: Tensor, b: Tensor | None, y: Tensor, mu: Tensor, r: Tensor
     """Sound lower bounds on ``(w_y - w_j) . h + b_y - b_j`` over ``h in [mu - r, mu + r]``.
 
     The computed ``c = fl(w_y - w_j)`` is off by ``u |c|``; the two sums over H terms by
-    ``g |c| . |mu|`` and ``g |c| . r``; the bias difference by ``u (|b_y| + |b_j|)``. The
-    returned margins subtract twice the sum of these bounds and round down.
+    ``g |c| . |mu|`` and ``g |c| . r``; the bias difference by ``u (|b_y| + |b_j|)``; and each
+    product that underflows by half the smallest subnormal ``s`` (three sums of H products).
+    The returned margins subtract twice the sum of these bounds and round down.
 
     Returns:
         (N, K) margins (the true class's column is not special-cased here).
@@ -160,4 +173,5 @@ def folded_margins(W: Tensor, b: Tensor | None, y: Tensor, mu: Tensor, r: Tensor
     if b is not None:
         margins = margins + (b[y][:, None] - b[None, :])
         scale = scale + (b[y].abs()[:, None] + b.abs()[None, :])
-    return down(margins - 2 * g * scale)
+    underflow = 2 * (W.shape[1] + 4) * smallest_subnormal(mu.dtype)
+    return down(margins - 2 * g * scale - underflow)

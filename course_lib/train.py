@@ -158,6 +158,9 @@ def train(model: nn.Module, loader: Iterable, *, epochs: int = 1,
     """
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
         raise ValueError(f"epochs must be an integer >= 1, got {epochs!r}")
+    if isinstance(loader, (tuple, list)) and len(loader) == 2 and all(isinstance(t, Tensor) for t in loader):
+        raise ValueError("loader must yield shuffled training batches (x, y), not be one pair of tensors: use "
+                         "data.loaders(batch_size) or DataLoader(TensorDataset(x, y), batch_size=..., shuffle=True)")
     if optimizer is None:
         if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not lr > 0:
             raise ValueError(f"lr must be a number > 0, got {lr!r}")

@@ -35,12 +35,16 @@ to half precision (:func:`robust_accuracies`: natural, FGSM, and PGD with 40 ste
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
+import random
 import time
 import warnings
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
@@ -269,8 +273,23 @@ def _to_half(model: nn.Module) -> dict[str, Tensor]:
     return {k: v.detach().to("cpu", torch.float16) for k, v in model.state_dict().items()}
 
 
+@contextlib.contextmanager
+def _callers_random_state() -> Iterator[None]:
+    """Leave Python's, NumPy's and PyTorch's random generators as the caller set them."""
+    python, numpy_state = random.getstate(), np.random.get_state()
+    try:
+        with torch.random.fork_rng(devices=range(torch.cuda.device_count()) if torch.cuda.is_available() else []):
+            yield
+    finally:
+        random.setstate(python)
+        np.random.set_state(numpy_state)
+
+
 def _from_half(recipe: Recipe, record: dict, device: torch.device | str | None) -> nn.Sequential:
-    model = recipe.new_model(tuple(record["input_shape"]), record["num_classes"])
+    # new_model seeds the generators (for training); the weights are overwritten here, and a
+    # lecture's own seed must survive loading a model
+    with _callers_random_state():
+        model = recipe.new_model(tuple(record["input_shape"]), record["num_classes"])
     model.load_state_dict({k: v.float() for k, v in record["state_dict"].items()})
     return model.to(device if device is not None else "cpu").eval()
 

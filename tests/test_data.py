@@ -126,3 +126,10 @@ def test_torchvision_local_copy_loads(name, folder, tmp_path):
     assert ds.input_shape == (1, 28, 28) and len(ds.train) == 12 and len(ds.test) == 5
     torch.testing.assert_close(ds.train.tensors[0][:, 0], torch.as_tensor(images["train"] / 255.0, dtype=torch.float32))
     assert ds.test.tensors[1].tolist() == labels["t10k"].tolist()
+
+
+def test_loaders_take_a_numpy_batch_size(digits):
+    train, test = digits.loaders(np.int64(64))
+    assert train.batch_size == test.batch_size == 64 and isinstance(train.batch_size, int)
+    with pytest.raises(ValueError, match="batch_size"):
+        digits.loaders(True)

@@ -49,3 +49,9 @@ def test_bad_input():
         objectives.LeastSquares(torch.zeros(0, 2), torch.zeros(0))
     with pytest.raises(ValueError, match="w must"):
         objectives.make_regression_2d(10).grad(torch.zeros(3))
+
+
+@pytest.mark.parametrize("noise", [-0.1, float("nan"), float("inf"), "0.5"])
+def test_make_regression_2d_rejects_bad_noise(noise):
+    with pytest.raises(ValueError, match="noise"):
+        objectives.make_regression_2d(50, noise=noise)

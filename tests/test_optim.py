@@ -28,10 +28,32 @@ def test_bad_lr_is_rejected_everywhere(lr):
     w = torch.zeros(2)
     with pytest.raises(ValueError, match="lr"):
         optim.gd_step(w, w, lr)
-    with pytest.raises(ValueError, match="lr"):
-        optim.SGD([nn.Parameter(w)], lr=lr)
+    if lr != 0:  # the optimizer class, like torch.optim.SGD, takes lr = 0 (a warm-up from 0)
+        with pytest.raises(ValueError, match="lr"):
+            optim.SGD([nn.Parameter(w)], lr=lr)
     with pytest.raises(ValueError, match="lr"):
         optim.gd_path(lambda w, idx: w, w, lr, 3)
+
+
+def test_sgd_takes_a_scheduler_warm_up_from_zero_and_numpy_or_tensor_rates_like_torch():
+    import numpy as np
+
+    for lr in (0.1, np.float32(0.1), torch.tensor(0.1)):
+        torch.manual_seed(0)
+        ours, ref = nn.Linear(3, 2), nn.Linear(3, 2)
+        ref.load_state_dict(ours.state_dict())
+        opts = [optim.SGD(ours.parameters(), lr=lr, momentum=0.9),
+                torch.optim.SGD(ref.parameters(), lr=float(lr), momentum=0.9)]
+        schedulers = [torch.optim.lr_scheduler.LambdaLR(o, lambda t: min(1.0, t / 3)) for o in opts]
+        x = torch.randn(8, 3)
+        for _ in range(5):  # the first step runs at lr = 0
+            for model, opt, sched in zip((ours, ref), opts, schedulers):
+                opt.zero_grad()
+                model(x).square().sum().backward()
+                opt.step()
+                sched.step()
+        for a, b in zip(ours.parameters(), ref.parameters()):
+            torch.testing.assert_close(a, b)
 
 
 def test_shape_mismatch_and_bad_momentum_are_rejected():
@@ -159,3 +181,12 @@ def test_sgd_reaches_a_noise_ball_around_the_minimizer():
     tail = path[1000:]
     assert (tail.mean(0) - problem.w_star).norm() < 0.05
     assert problem.loss(path[-1]) < problem.loss(torch.zeros(2)) / 5
+
+
+def test_sample_minibatch_takes_numpy_integers_and_refuses_bools():
+    import numpy as np
+
+    g1, g2 = torch.Generator().manual_seed(0), torch.Generator().manual_seed(0)
+    assert torch.equal(optim.sample_minibatch(np.int64(10), np.int64(3), g1), optim.sample_minibatch(10, 3, g2))
+    with pytest.raises(ValueError, match="n must be a positive integer"):
+        optim.sample_minibatch(True, 1)

@@ -388,6 +388,8 @@ def test_binary_task_splits_two_digits_without_overlap():
         P.binary_task("digits", 7, 1, n_train=300, n_val=100)
     with pytest.raises(ValueError, match="differ"):
         P.binary_task("digits", 7, 7, n_train=3, n_val=3)
+    numpy_ints = P.binary_task("digits", np.int64(7), 1, n_train=np.int64(50), n_val=np.int64(100), seed=3)
+    np.testing.assert_array_equal(numpy_ints["X_train"], task["X_train"])
     for classes in ((7, 12), (-1, 1), (7.0, 1)):  # a class the data set does not have: no silent one-class task
         with pytest.raises(ValueError, match="must be a class of 'digits'"):
             P.binary_task("digits", *classes, n_train=5, n_val=5)

@@ -138,3 +138,29 @@ def test_exact_kernels_turns_tf32_off_and_restores_the_users_setting(setting):
     finally:
         torch.set_float32_matmul_precision(before_generic)
         torch.backends.cuda.matmul.fp32_precision = before_cuda
+
+
+def test_sound_bounds_and_certificates_hold_with_subnormal_weights():
+    """Where products underflow into subnormal numbers, relative error bounds say nothing: each
+    product errs by up to half the smallest subnormal. A review built a false certificate so
+    (two logits 2e-46 apart); the absolute underflow term closes it. Checked exactly (Fraction)."""
+    tiny = rounding.smallest_subnormal(torch.float32)
+    assert tiny == 2.0 ** -149
+    g = torch.Generator().manual_seed(315)
+    for trial in range(200):
+        w0 = torch.randint(-1000, 1000, (16,), generator=g).float() * tiny
+        W = torch.stack([w0, w0 + torch.randint(-3, 4, (16,), generator=g).float() * tiny])
+        if trial % 2:
+            W = torch.randn(2, 16, generator=g) * 4e-39
+        x = torch.rand(1, 16, generator=g)
+        model = nn.Sequential(nn.Linear(16, 2, bias=False))
+        with torch.no_grad():
+            model[0].weight.copy_(W)
+        exact = [sum(Fraction(float(a)) * Fraction(float(b)) for a, b in zip(row, x[0])) for row in W]
+        with torch.no_grad():
+            lower, upper = ibp.ibp_bounds(model, x, 0.0, sound=True)
+        for k in range(2):
+            assert Fraction(float(lower[0, k])) <= exact[k] <= Fraction(float(upper[0, k])), (trial, k)
+        for y in (0, 1):
+            if ibp.certify(model, x, torch.tensor([y]), 0.0):
+                assert exact[y] > exact[1 - y], (trial, y)

@@ -48,6 +48,8 @@ def test_evaluate_matches_a_direct_computation_and_keeps_mode():
     big = _blobs(600)  # a pair of tensors, as accuracy_under_attack and certified_accuracy take
     pair = train.evaluate(model, big.tensors)
     assert pair == pytest.approx(train.evaluate(model, DataLoader(big, batch_size=256)), rel=1e-6)
+    with pytest.raises(ValueError, match="loader must yield shuffled training batches"):
+        train.train(model, big.tensors)  # training wants shuffled batches: a clear error, not a crash
 
 
 def test_train_with_our_sgd_equals_full_batch_gd_by_hand():

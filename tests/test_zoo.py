@@ -153,3 +153,24 @@ def test_bad_input():
         zoo.Recipe("x", "pgd", ramp_epochs=-1)
     with pytest.raises(ValueError, match="model"):
         zoo.Recipe("x", "pgd", model="resnet")
+
+
+def test_load_leaves_the_callers_random_state_alone():
+    """A lecture seeds, loads a shipped model, then draws: its draws must follow its own seed
+    (load used to reseed torch, NumPy and random with the recipe's seed)."""
+    import random
+
+    import numpy as np
+
+    draws = []
+    for seed in (1, 2):
+        torch.manual_seed(seed)
+        np.random.seed(seed)
+        random.seed(seed)
+        zoo.load("mnist5k_pgd")
+        draws.append((torch.rand(1).item(), float(np.random.rand()), random.random()))
+        torch.manual_seed(seed)
+        np.random.seed(seed)
+        random.seed(seed)
+        assert draws[-1] == (torch.rand(1).item(), float(np.random.rand()), random.random())
+    assert draws[0] != draws[1]

@@ -16,10 +16,9 @@ returns adversarial inputs of x's shape, dtype and device, inside the eps-ball o
 chosen norm around x and inside [0, 1]. "Inside the ball" holds up to one rounding of x's dtype:
 ``x_adv = x + delta`` is rounded to x's dtype, so ``|x_adv - x|`` can exceed eps by a rounding
 error of the pixel values, at most about ``2**-24`` (6e-8) in float32 for values in [0, 1]
-(compare with a tolerance, such as ``eps + 1e-6``). The box [0, 1] holds
-exactly. The model's train/eval mode is left as it is,
-no gradient is left on its parameters (gradients are taken with ``torch.autograd.grad``
-with respect to the input only), and x is never modified in place.
+(compare with a tolerance, such as ``eps + 1e-6``). The box [0, 1] holds exactly. The model's
+train/eval mode is left as it is, no gradient is left on its parameters (gradients are taken
+with ``torch.autograd.grad`` with respect to the input only), and x is never modified in place.
 """
 
 from __future__ import annotations

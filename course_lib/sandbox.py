@@ -39,6 +39,7 @@ resource limits but no filesystem or network isolation: only with ``unsafe=True`
 from __future__ import annotations
 
 import ast
+import functools
 import json
 import os
 import resource
@@ -57,7 +58,7 @@ import nbformat
 from nbformat import NotebookNode
 
 import course_lib
-from course_lib.sandbox_exec import LOG, RESULT, STAGING_FULL, SUBMISSION
+from course_lib.sandbox_exec import LOG, RESULT, STAGING_FULL, SUBMISSION, copy_regular_files
 
 BWRAP_HELP = ("bubblewrap (bwrap) is needed to isolate student code: install it with "
               "`sudo apt-get install bubblewrap` (Debian/Ubuntu) or `sudo dnf install bubblewrap`; "
@@ -113,6 +114,7 @@ def _readonly_paths() -> list[str]:
     return keep
 
 
+@functools.cache
 def bwrap_caps_tmpfs() -> bool:
     """Whether this bwrap can cap a tmpfs's size (``--size``, bubblewrap 0.7 and later)."""
     bwrap = shutil.which("bwrap")
@@ -229,22 +231,6 @@ def process_cap() -> str:
         _remove_cgroup(group)
         return "cgroup"
     return "rlimit" if os.getuid() != 0 else "none"
-
-
-def copy_regular_files(src: Path, dst: Path, *, notebooks: bool = True) -> None:
-    """Copy a student's folder: regular files and folders only. Links are dropped (one could
-    point at solutions/ or the gradebook); so are notebooks unless ``notebooks`` (in the
-    sandbox the graded ones would hold the hidden tests: the executor gets its own copy)."""
-    for root, dirs, files in os.walk(src, followlinks=False):
-        rel = Path(root).relative_to(src)
-        (dst / rel).mkdir(parents=True, exist_ok=True)
-        dirs[:] = [d for d in dirs if not (Path(root) / d).is_symlink()]
-        for name in files:
-            path = Path(root) / name
-            if path.is_file() and not path.is_symlink() and (notebooks or path.suffix != ".ipynb"):
-                shutil.copyfile(path, dst / rel / name)
-
-
 
 
 def _sandbox_env() -> dict[str, str]:

@@ -3,8 +3,9 @@
 Usage: ``python -m course_lib.sandbox_exec [--stage FOLDER] IN.ipynb OUT.ipynb CELL_TIMEOUT MAX_OUTPUT_CHARS MEMORY_BYTES``
 
 ``--stage FOLDER`` first copies the student's files from FOLDER (read-only) into the current
-folder (the sandbox's capped in-memory ``/sandbox/work``). Then it reads IN and deletes it (it holds the hidden tests), then runs every code cell in a fresh
-kernel (cwd: IN's folder) with nbclient, errors allowed.
+folder (the sandbox's capped in-memory ``/sandbox/work``). Then it reads IN and deletes it (it
+holds the hidden tests), and runs every code cell in a fresh kernel (cwd: IN's folder) with
+nbclient, errors allowed.
 What nbgrader's own executor would leave ambiguous is made explicit, because a grade
 cell with no error output scores full marks:
 
@@ -22,6 +23,7 @@ The trusted side re-checks all of this; this program only makes it visible.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -29,6 +31,8 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from pathlib import Path
 
 # jsonschema builds an RFC 3987 grammar when rfc3987_syntax is installed: over a second at
 # every start of this program, for a URL format check no notebook here needs. Skip it.
@@ -46,11 +50,25 @@ LOG = "exec.log"  # the executor's (and the kernel's) stdout and stderr, in /san
 STAGING_FULL = "course_lib: the submission's files do not fit in its working folder"
 
 
-def stage_file(source: str, target: str) -> None:
-    """Copy one file into the sandbox; prints :data:`STAGING_FULL` to stderr before raising
-    when the target folder is full."""
+def copy_regular_files(src: Path, dst: Path, *, notebooks: bool = True) -> None:
+    """Copy a student's folder: regular files and folders only. Links are dropped (one could
+    point at solutions/ or the gradebook); so are notebooks unless ``notebooks`` (in the
+    sandbox the graded ones would hold the hidden tests: the executor gets its own copy)."""
+    for root, dirs, files in os.walk(src, followlinks=False):
+        rel = Path(root).relative_to(src)
+        (dst / rel).mkdir(parents=True, exist_ok=True)
+        dirs[:] = [d for d in dirs if not (Path(root) / d).is_symlink()]
+        for name in files:
+            path = Path(root) / name
+            if path.is_file() and not path.is_symlink() and (notebooks or path.suffix != ".ipynb"):
+                shutil.copyfile(path, dst / rel / name)
+
+
+@contextlib.contextmanager
+def _staging() -> Iterator[None]:
+    """Print :data:`STAGING_FULL` to stderr (read back by the grader) when the copy runs out of space."""
     try:
-        shutil.copyfile(source, target)
+        yield
     except OSError as error:
         if error.errno == errno.ENOSPC:
             print(STAGING_FULL, file=sys.stderr, flush=True)
@@ -58,14 +76,15 @@ def stage_file(source: str, target: str) -> None:
 
 
 def stage(source: str, target: str) -> None:
-    """Copy the folders and regular files under ``source`` into ``target``; links are skipped."""
-    for root, _, files in os.walk(source, followlinks=False):
-        rel = os.path.relpath(root, source)
-        os.makedirs(os.path.join(target, rel), exist_ok=True)
-        for name in files:
-            path = os.path.join(root, name)
-            if os.path.isfile(path) and not os.path.islink(path):
-                stage_file(path, os.path.join(target, rel, name))
+    """Copy the student's files (folders and regular files, no links) into the sandbox."""
+    with _staging():
+        copy_regular_files(Path(source), Path(target))
+
+
+def stage_file(source: str, target: str) -> None:
+    """Copy one file into the sandbox."""
+    with _staging():
+        shutil.copyfile(source, target)
 
 
 def _error(ename: str, evalue: str) -> NotebookNode:

@@ -52,7 +52,7 @@ test: $(STAMP)
 		--nbval-sanitize-with tests/nbval_sanitize.cfg --nbval-cell-timeout=300 $(PYTEST_ARGS)
 
 release: $(STAMP)
-	$(PY) -m course_lib.release
+	$(PY) -m course_lib.grading.release
 
 grade: $(STAMP)
 	@test -n "$(SUBMISSIONS)" -a -n "$(ASSIGNMENT)" || \
@@ -62,7 +62,7 @@ grade: $(STAMP)
 
 validate: $(STAMP)
 	@test -n "$(NOTEBOOK)" || { echo "usage: make validate NOTEBOOK=assignments/ps1_gd_sgd/gd_sgd.ipynb"; exit 2; }
-	$(PY) -m course_lib.validate "$(NOTEBOOK)"
+	$(PY) -m course_lib.grading.validate "$(NOTEBOOK)"
 
 # torchattacks is a benchmark-only reference; it pins requests~=2.25 (JupyterLab needs a newer
 # one), so it is installed without its dependencies, which the venv already has.

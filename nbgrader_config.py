@@ -19,7 +19,7 @@ c.ClearSolutions.text_stub = "YOUR ANSWER HERE"
 # (nor tracebacks that would quote it), so hidden tests can be used again next year.
 c.GenerateFeedback.preprocessors = [
     "nbgrader.preprocessors.GetGrades",
-    "course_lib.feedback.HideHiddenTestTracebacks",
+    "course_lib.grading.feedback.HideHiddenTestTracebacks",
     "nbgrader.preprocessors.ClearHiddenTests",
     "nbconvert.preprocessors.CSSHTMLHeaderPreprocessor",
 ]

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import nbformat
 
-from course_lib.release import REPO, nbgrader
+from course_lib.grading.release import REPO, nbgrader
 
 ASSIGNMENT = "ps1_gd_sgd"
 

@@ -1,6 +1,12 @@
 """course_lib: the small PyTorch library behind the Robust and Trustworthy ML course.
 
-Public API (see ``../shared/COURSE.md``):
+Three wings, visible from the folder listing:
+
+* the library (this folder): one module per concept, listed below;
+* :mod:`course_lib.widgets`: the plots and interactive explorers the lectures show;
+* :mod:`course_lib.grading`: what a TA runs (release, validate, the sandboxed autograder).
+
+The library's public API:
 
 * :func:`get_device`, :func:`seed_everything` (:mod:`course_lib.device`)
 * :mod:`course_lib.data`: ``load_dataset(name, ...)``
@@ -15,28 +21,76 @@ Public API (see ``../shared/COURSE.md``):
 * :mod:`course_lib.poisoning`: a hinge-loss SVM and the poisoning attack on it (lecture 6)
 * :mod:`course_lib.backdoor`, :mod:`course_lib.keyed_backdoor`: BadNets-style backdoors and an
   undetectable, keyed one (lecture 7)
-* :mod:`course_lib.grading`: ``python -m course_lib.grading`` autogrades a class
 
 Tensors in, tensors out, on whatever device the input is on.
 
 Submodules load on first use (``cl.attacks`` imports :mod:`course_lib.attacks`), so the
 grading tools that run as ``python -m course_lib.<tool>`` do not pay for importing torch.
+
+Modules that moved into a wing keep their old names as aliases (``import
+course_lib.attack_widgets`` is :mod:`course_lib.widgets.attacks`), so notebooks written
+before the move still run.
 """
 
 from __future__ import annotations
 
 import importlib
+import importlib.abc
+import importlib.util
+import sys
 
-__all__ = ["attacks", "backdoor", "data", "get_device", "ibp", "keyed_backdoor", "models", "objectives", "optim",
-           "poisoning", "rounding", "seed_everything", "smoothing", "train", "verification"]
+__all__ = ["attacks", "backdoor", "data", "generator", "get_device", "grading", "ibp", "keyed_backdoor", "models", "objectives",
+           "optim", "poisoning", "rounding", "seed_everything", "setup", "smoothing", "train",
+           "verification", "widgets", "zoo"]
 __version__ = "0.1.0"
 
-_FROM_DEVICE = ("get_device", "seed_everything")
+_FROM_DEVICE = ("generator", "get_device", "seed_everything", "setup")
+
+# old module name -> where it lives now
+MOVED = {
+    "attack_widgets": "course_lib.widgets.attacks",
+    "ibp_widgets": "course_lib.widgets.ibp",
+    "smoothing_widgets": "course_lib.widgets.smoothing",
+    "poisoning_widgets": "course_lib.widgets.poisoning",
+    "plots": "course_lib.widgets.plots",
+    "release": "course_lib.grading.release",
+    "validate": "course_lib.grading.validate",
+    "feedback": "course_lib.grading.feedback",
+    "autograde_worker": "course_lib.grading.worker",
+    "sandbox": "course_lib.grading.sandbox",
+    "sandbox_exec": "course_lib.grading.sandbox.execute",
+    "sandbox_zygote": "course_lib.grading.sandbox.zygote",
+    "sandbox_namespaces": "course_lib.grading.sandbox.namespaces",
+    "sandbox_kernel": "course_lib.grading.sandbox.kernel",
+}
+
+
+class _MovedModuleFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    """``import course_lib.<old name>`` gives the module at its new place (the same object)."""
+
+    def find_spec(self, fullname, path=None, target=None):
+        prefix, _, name = fullname.partition(".")
+        if prefix == __name__ and name in MOVED:
+            return importlib.util.spec_from_loader(fullname, self)
+        return None
+
+    def create_module(self, spec):
+        return None
+
+    def exec_module(self, module) -> None:
+        # the import system reads sys.modules back after exec_module: the real module is returned
+        sys.modules[module.__name__] = importlib.import_module(MOVED[module.__name__.partition(".")[2]])
+
+
+if not any(isinstance(f, _MovedModuleFinder) for f in sys.meta_path):
+    sys.meta_path.append(_MovedModuleFinder())
 
 
 def __getattr__(name: str):
     if name in _FROM_DEVICE:
         return getattr(importlib.import_module("course_lib.device"), name)
+    if name in MOVED:
+        return importlib.import_module(MOVED[name])
     try:
         return importlib.import_module(f"course_lib.{name}")
     except ModuleNotFoundError as err:

@@ -201,3 +201,25 @@ def load_dataset(name: str, *, root: str | os.PathLike | None = None,
     if name == "mnist5k":
         return _load_mnist5k()
     return _load_torchvision(name, Path(root) if root is not None else default_root(), download)
+
+
+def batches(data, batch_size: int = 256):
+    """Batches ``(x, y)`` from a DataLoader (or any iterable of batches) or from a pair of tensors.
+
+    Args:
+        data: a DataLoader/iterable of ``(x, y)``, or a tuple/list ``(x, y)`` of tensors with
+            ``len(x) == len(y)``, cut into consecutive batches of ``batch_size``.
+        batch_size: batch size for a pair of tensors (ignored for a loader).
+
+    Returns:
+        An iterable of ``(x, y)`` batches.
+
+    Examples:
+        >>> x, y = torch.rand(5, 1, 8, 8), torch.zeros(5, dtype=torch.int64)
+        >>> [len(xb) for xb, _ in batches((x, y), batch_size=2)]
+        [2, 2, 1]
+    """
+    if isinstance(data, (tuple, list)) and len(data) == 2 and all(isinstance(t, torch.Tensor) for t in data):
+        x, y = data
+        return [(x[i:i + batch_size], y[i:i + batch_size]) for i in range(0, len(x), batch_size)]
+    return data

@@ -64,3 +64,58 @@ def seed_everything(seed: int) -> torch.Generator:
     np.random.seed(seed)
     torch.manual_seed(seed)  # also seeds every CUDA device
     return torch.Generator().manual_seed(seed)
+
+
+def generator(seed: int, device: torch.device | str | None = None) -> torch.Generator:
+    """A fresh ``torch.Generator`` on ``device`` (default: the CPU), seeded with ``seed``.
+
+    Passing one to an attack or a sampler makes that call repeatable on its own, whatever
+    ran before it.
+
+    Examples:
+        >>> g = generator(0)
+        >>> torch.rand(2, generator=g).tolist() == torch.rand(2, generator=generator(0)).tolist()
+        True
+    """
+    from course_lib import _checks
+
+    seed = _checks.integer(seed, "seed", ge=0, lt=2**64)
+    return torch.Generator(device=device if device is not None else "cpu").manual_seed(seed)
+
+
+def setup(seed: int = 0, device: str | torch.device | None = None, threads: int | None = 1) -> torch.device:
+    """Every lecture's first code cell: seed everything, pick the device, fix the CPU threads.
+
+    Args:
+        seed: seeds Python, NumPy and PyTorch (:func:`seed_everything`).
+        device: ``None`` (``$COURSE_DEVICE``, else CUDA, else MPS, else CPU) or a device name
+            (:func:`get_device`).
+        threads: CPU threads for PyTorch. Small models run as fast on one, are immune to a
+            busy machine and give the same digits on every CPU; ``None`` keeps PyTorch's
+            default (all cores).
+
+    Returns:
+        The ``torch.device`` to compute on.
+
+    Examples:
+        >>> device = setup(0, "cpu", threads=1)
+        >>> device.type
+        'cpu'
+    """
+    from course_lib import _checks
+
+    if threads is not None:
+        threads = _checks.integer(threads, "threads", ge=1)
+    if isinstance(device, torch.device):
+        device = str(device)
+    chosen = get_device(device)
+    seed_everything(seed)
+    if threads is not None:
+        torch.set_num_threads(threads)
+    return chosen
+
+
+def model_device(model: torch.nn.Module) -> torch.device:
+    """The device of the model's first parameter; the CPU for a model without parameters."""
+    param = next(model.parameters(), None)
+    return param.device if param is not None else torch.device("cpu")

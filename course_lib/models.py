@@ -15,9 +15,10 @@ input      example      CNN (``cnn``)
 
 from __future__ import annotations
 
+import contextlib
 import math
 import numbers
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import torch
 from torch import nn
@@ -102,3 +103,30 @@ def cnn(input_shape: Sequence[int], num_classes: int = 10) -> nn.Sequential:
 def count_parameters(model: nn.Module) -> int:
     """Number of trainable scalars in ``model``."""
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+@contextlib.contextmanager
+def evaluating(model: nn.Module, *, grad: bool = True) -> Iterator[nn.Module]:
+    """Put ``model`` in eval mode for the block, then restore its mode (even on an error).
+
+    Args:
+        model: any module; a plain callable (not an ``nn.Module``) is passed through.
+        grad: ``False`` also turns autograd off in the block (``torch.no_grad``), for pure
+            inference; attacks keep the default, as they differentiate through the model.
+
+    Examples:
+        >>> net = mlp((1, 8, 8), 10)
+        >>> with evaluating(net, grad=False):
+        ...     logits = net(torch.rand(4, 1, 8, 8))
+        >>> net.training
+        True
+    """
+    was_training = getattr(model, "training", None)
+    if isinstance(model, nn.Module):
+        model.eval()
+    try:
+        with contextlib.nullcontext() if grad else torch.no_grad():
+            yield model
+    finally:
+        if isinstance(model, nn.Module) and was_training:
+            model.train()

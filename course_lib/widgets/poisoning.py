@@ -25,7 +25,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from course_lib import poisoning
-from course_lib.widgets import png_bytes
+from course_lib.widgets.explorer import png_bytes
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,7 @@
 
 ``solutions/<assignment>/`` is nbgrader's *source*: the single source of truth.
 ``assignments/<assignment>/`` is its *release*, a build artefact committed for
-students without nbgrader. Run ``make release`` (or ``python -m course_lib.release``)
+students without nbgrader. Run ``make release`` (or ``python -m course_lib.grading.release``)
 after editing a solution; ``tests/test_release.py`` fails while the two disagree.
 """
 
@@ -16,7 +16,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 SOURCE_DIR = "solutions"
 RELEASE_DIR = "assignments"
 

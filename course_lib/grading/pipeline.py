@@ -14,10 +14,10 @@ wrapping folder is allowed). The run works in a scratch nbgrader course director
    points and checksum (hidden tests exist only here, at grading time);
 2. each student's folder is checked (notebook present, valid JSON, from this assignment,
    not oversized) and its regular files (no links) are copied to ``submitted/``;
-3. ``JOBS`` trusted workers (:mod:`course_lib.autograde_worker`) run nbgrader's
+3. ``JOBS`` trusted workers (:mod:`course_lib.grading.worker`) run nbgrader's
    ``Autograde`` for one student at a time: locked and test cells are restored from the
    gradebook (deleted ones put back), the notebook executes in a bubblewrap sandbox
-   (:mod:`course_lib.sandbox`), and the grades are computed from what comes back;
+   (:mod:`course_lib.grading.sandbox`), and the grades are computed from what comes back;
 4. ``nbgrader generate_feedback`` renders the graded notebook (hidden test code removed).
 
 Outputs under ``OUT``: ``grades.csv`` (one row per student folder, sorted: ``student,
@@ -49,9 +49,9 @@ from pathlib import Path
 import nbformat
 from tqdm.auto import tqdm
 
-from course_lib import sandbox
-from course_lib.release import REPO, SOURCE_DIR, list_assignments, nbgrader, venv_environment
-from course_lib.sandbox import Limits
+from course_lib.grading import sandbox
+from course_lib.grading.release import REPO, SOURCE_DIR, list_assignments, nbgrader, venv_environment
+from course_lib.grading.sandbox import Limits
 
 CSV_COLUMNS = ("student", "assignment", "score", "max_score", "status", "reason")
 STUDENT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]*$")
@@ -269,7 +269,7 @@ def _worker_results(course: Path, assignment: str, limits: Limits, unsafe: bool,
                 except queue.Empty:
                     return
                 if proc is None or proc.poll() is not None:
-                    proc = subprocess.Popen([sys.executable, "-m", "course_lib.autograde_worker", *args],
+                    proc = subprocess.Popen([sys.executable, "-m", "course_lib.grading.worker", *args],
                                             cwd=course, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                             stderr=subprocess.DEVNULL, text=True, env=venv_environment())
                 result = None
@@ -370,13 +370,13 @@ def grade_submissions(submissions: Path, assignment: str, out: Path, *,
         assignment: the assignment's name, a folder under ``source_root``.
         out: output folder: ``grades.csv``, ``feedback/``, ``gradebook.db``.
         source_root: nbgrader source folders (default the repository's ``solutions/``).
-        limits: the sandbox's resource caps (:class:`course_lib.sandbox.Limits`).
+        limits: the sandbox's resource caps (:class:`course_lib.grading.sandbox.Limits`).
         jobs: submissions graded at once; default the number of CPU cores.
         student: regrade only this student, keeping everything else in ``out``.
         unsafe: run without bubblewrap (resource limits only, no isolation).
         progress: show a tqdm bar (students done, failed, ETA).
         zygote: fork each submission's sandbox from one pre-imported Python per worker
-            (:class:`course_lib.sandbox.Zygote`); False starts a sandbox from scratch for each.
+            (:class:`course_lib.grading.sandbox.Zygote`); False starts a sandbox from scratch for each.
 
     Returns:
         The rows of the students graded in this run, sorted by student.

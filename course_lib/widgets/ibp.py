@@ -4,7 +4,7 @@
 bounds after every layer (:func:`course_lib.ibp.ibp_layer_bounds`), for a few examples.
 :func:`plot_layer_widths` draws them as bars on a log scale, one per layer, with the widths of a
 second model beside them when one is given (e.g. standard vs IBP-trained). :func:`width_explorer`
-puts an eps slider above that picture. As in :mod:`course_lib.attack_widgets`, the figure is a
+puts an eps slider above that picture. As in :mod:`course_lib.widgets.attacks`, the figure is a
 matplotlib ``Figure`` outside pyplot shown through an ``ipywidgets.Image``.
 """
 
@@ -21,7 +21,7 @@ from matplotlib.figure import Figure
 from torch import Tensor, nn
 
 from course_lib import ibp
-from course_lib.widgets import png_bytes
+from course_lib.widgets.explorer import png_bytes
 
 
 def layer_names(model: nn.Module) -> list[str]:

@@ -1,7 +1,7 @@
 """The grading zygote: a pre-imported Python that forks one isolated child per submission.
 
-Usage (inside bubblewrap, started by :class:`course_lib.sandbox.Zygote`):
-``python -m course_lib.sandbox_zygote LIMITS_JSON PRELOAD_JSON``, then one request per
+Usage (inside bubblewrap, started by :class:`course_lib.grading.sandbox.Zygote`):
+``python -m course_lib.grading.sandbox.zygote LIMITS_JSON PRELOAD_JSON``, then one request per
 line on stdin, ``{"box": NAME}``, answered by one JSON line on stdout,
 ``{"status": "done" | "timeout", "code": EXIT_CODE}``.
 
@@ -10,14 +10,14 @@ submission, about as long as an assignment's cells take to run. The zygote pays 
 it imports them, then for each submission forks a child that
 
 1. gets new user, mount, PID, IPC, network and UTS namespaces
-   (:func:`course_lib.sandbox_namespaces.enter_new_namespaces`); its own child is PID 1
+   (:func:`course_lib.grading.sandbox.namespaces.enter_new_namespaces`); its own child is PID 1
    there, so nothing it starts can signal the zygote or outlive the submission (PID 1
    is killed when the wall time is up, and the namespace dies with it);
 2. mounts an in-memory ``/sandbox`` of at most ``scratch_bytes``, copies the submission's
    files from its box (``/boxes/NAME``) into ``/sandbox/work``, binds only the box's log and
    result file back, hides all the boxes, and mounts a fresh, capped ``/tmp`` and ``/dev/shm``;
 3. closes every file descriptor it inherited, drops all capabilities and sets
-   no_new_privs, and only then executes the notebook with :mod:`course_lib.sandbox_exec`,
+   no_new_privs, and only then executes the notebook with :mod:`course_lib.grading.sandbox.execute`,
    whose kernel is forked, not started anew.
 
 The zygote is not dumpable (``PR_SET_DUMPABLE`` 0): a child's student code runs as the
@@ -42,13 +42,13 @@ import uuid
 
 from jupyter_client.provisioning import KernelProvisionerBase
 
-from course_lib import sandbox_exec
-from course_lib import sandbox_namespaces as ns
-from course_lib.sandbox_exec import LOG, RESULT, SUBMISSION
+from course_lib.grading.sandbox import execute as sandbox_exec
+from course_lib.grading.sandbox import namespaces as ns
+from course_lib.grading.sandbox.execute import LOG, RESULT, SUBMISSION
 
 BOX_NAME = re.compile(r"^[A-Za-z0-9_]{1,64}$")
 JUPYTER_PRELOAD = ("ipykernel.kernelapp", "ipykernel.ipkernel", "jupyter_client.manager", "nbclient", "nbformat",
-                   "course_lib.sandbox_exec")
+                   "course_lib.grading.sandbox.execute")
 
 
 class ForkedKernelProvisioner(KernelProvisionerBase):

@@ -8,7 +8,7 @@ import nbformat
 import pytest
 
 from course_lib import validate
-from course_lib.release import generate_release
+from course_lib.grading.release import generate_release
 from nbgrader_helpers import square_assignment
 
 pytestmark = pytest.mark.grading
@@ -40,7 +40,7 @@ def test_a_failing_visible_test_is_named(notebooks):
 
 def test_command_line_exit_codes(notebooks, tmp_path):
     def run(path):
-        return subprocess.run([sys.executable, "-m", "course_lib.validate", str(path)],
+        return subprocess.run([sys.executable, "-m", "course_lib.grading.validate", str(path)],
                               capture_output=True, text=True, timeout=300)
 
     ok = run(notebooks["solution"])

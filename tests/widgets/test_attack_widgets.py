@@ -5,7 +5,8 @@ import torch
 from matplotlib.figure import Figure
 from torch import nn
 
-from course_lib import attack_widgets, attacks
+from course_lib import attacks
+from course_lib.widgets import attacks as attack_widgets
 
 matplotlib.use("Agg")  # no display in tests (conftest does it too)
 

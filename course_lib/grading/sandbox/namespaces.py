@@ -1,6 +1,6 @@
 """Linux namespaces, mounts and capabilities for the grading zygote's children (libc via ctypes).
 
-The grading zygote (:mod:`course_lib.sandbox_zygote`) lives inside one bubblewrap sandbox
+The grading zygote (:mod:`course_lib.grading.sandbox.zygote`) lives inside one bubblewrap sandbox
 and forks a child per submission. Each child calls :func:`enter_new_namespaces` to get a
 user, mount, PID, IPC, network and UTS namespace of its own, mounts a fresh ``/tmp`` and
 ``/dev/shm`` and its own submission folder, and then :func:`drop_all_capabilities`

@@ -3,7 +3,8 @@ import numpy as np
 import pytest
 import torch
 
-from course_lib import objectives, optim, widgets
+from course_lib import objectives, optim
+from course_lib.widgets import sgd as widgets
 
 matplotlib.use("Agg")  # no display in tests (conftest does it too)
 

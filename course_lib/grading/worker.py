@@ -1,6 +1,6 @@
 """Autograde students one after another, reading their ids on stdin (started by :mod:`course_lib.grading`).
 
-Usage: ``python -m course_lib.autograde_worker COURSE ASSIGNMENT LIMITS_JSON UNSAFE ZYGOTE``,
+Usage: ``python -m course_lib.grading.worker COURSE ASSIGNMENT LIMITS_JSON UNSAFE ZYGOTE``,
 then one student id per line on stdin; for each, one JSON line on stdout:
 ``{"student", "success", "feedback", "log"}``.
 
@@ -8,10 +8,10 @@ This process is the *trusted* side: it holds the gradebook and runs nbgrader's
 ``Autograde`` converter, whose sanitizing steps restore locked and test cells (hidden
 tests included) from the gradebook and put back deleted test cells. nbgrader's own
 ``Execute`` step is replaced by :class:`SandboxExecute`, which ships the sanitized
-notebook to a bubblewrap sandbox (:mod:`course_lib.sandbox`) and reads back the
+notebook to a bubblewrap sandbox (:mod:`course_lib.grading.sandbox`) and reads back the
 executed notebook; grades are then computed here from that notebook. Student code
 never runs in this process. By default the sandboxes are forked from one pre-imported
-zygote per worker (:class:`course_lib.sandbox.Zygote`; ZYGOTE ``0``: each from scratch).
+zygote per worker (:class:`course_lib.grading.sandbox.Zygote`; ZYGOTE ``0``: each from scratch).
 Several workers can run at once (``JOBS``): they share the gradebook through SQLite with
 a long busy timeout.
 """
@@ -25,11 +25,11 @@ from pathlib import Path
 from nbgrader.preprocessors import NbGraderPreprocessor
 from traitlets import Bool, Dict, List, Unicode
 
-from course_lib import sandbox
+from course_lib.grading import sandbox
 
 
 class _Zygotes:
-    """This worker's zygote (:class:`course_lib.sandbox.Zygote`), started on first use and
+    """This worker's zygote (:class:`course_lib.grading.sandbox.Zygote`), started on first use and
     restarted if it stops; given up for the worker's life if it cannot fork a sandbox here
     (nested user namespaces refused), when every submission gets a sandbox of its own."""
 
@@ -59,7 +59,7 @@ class _Zygotes:
 class SandboxExecute(NbGraderPreprocessor):
     """nbgrader preprocessor: execute the notebook in the sandbox instead of in-process."""
 
-    limits = Dict(help="course_lib.sandbox.Limits fields").tag(config=True)
+    limits = Dict(help="course_lib.grading.sandbox.Limits fields").tag(config=True)
     unsafe = Bool(False, help="run without bubblewrap (resource limits only)").tag(config=True)
     zygote = Bool(True, help="fork each sandbox from a pre-imported zygote (one per worker)").tag(config=True)
     preload = List(Unicode(), help="modules the zygote imports once (the assignment's imports)").tag(config=True)

@@ -5,7 +5,7 @@ plain words what would cost points: a task still unanswered, a visible test that
 a written answer left empty, a cell that crashes. Hidden tests are not here: passing
 this check means the visible tests pass, not that every point is won.
 
-Cells get the grader's time limit (:class:`course_lib.sandbox.Limits`, 60 s a cell): a
+Cells get the grader's time limit (:class:`course_lib.grading.sandbox.Limits`, 60 s a cell): a
 cell that runs longer is stopped here too, and the later cells still run; a cell that takes
 more than half of it is pointed out, since the grading machine may be slower.
 
@@ -24,7 +24,7 @@ import nbformat
 from nbclient import NotebookClient
 from nbclient.exceptions import DeadKernelError
 
-from course_lib.sandbox import Limits
+from course_lib.grading.sandbox import Limits
 
 STUB = "YOUR ANSWER HERE"
 CELL_TIMEOUT = Limits().cell_timeout  # what the grader allows one cell
@@ -100,7 +100,7 @@ def check(path: Path, timeout: int = CELL_TIMEOUT) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 1:
-        print("usage: python -m course_lib.validate NOTEBOOK.ipynb", file=sys.stderr)
+        print("usage: python -m course_lib.grading.validate NOTEBOOK.ipynb", file=sys.stderr)
         return 2
     path = Path(args[0])
     try:

@@ -6,7 +6,8 @@ import pytest
 import torch
 from matplotlib.figure import Figure
 
-from course_lib import objectives, optim, plots
+from course_lib import objectives, optim
+from course_lib.widgets import plots
 
 matplotlib.use("Agg")  # no display in tests (conftest does it too)
 

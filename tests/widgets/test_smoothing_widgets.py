@@ -8,7 +8,7 @@ import torch
 from matplotlib.figure import Figure
 from torch import nn
 
-from course_lib import smoothing_widgets as sw
+from course_lib.widgets import smoothing as sw
 from course_lib.smoothing import ABSTAIN, Smooth
 
 matplotlib.use("Agg")

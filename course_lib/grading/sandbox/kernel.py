@@ -1,6 +1,6 @@
 """Start an IPython kernel under a data-memory cap (the kernel the grading sandbox runs).
 
-Usage: ``python -m course_lib.sandbox_kernel MEMORY_BYTES -f CONNECTION_FILE``
+Usage: ``python -m course_lib.grading.sandbox.kernel MEMORY_BYTES -f CONNECTION_FILE``
 
 The cap (``RLIMIT_DATA``: heap and anonymous mappings, what NumPy and PyTorch allocate)
 binds the kernel, where student code runs, and not the executor that talks to it, so a

@@ -1,4 +1,4 @@
-"""The grading zygote (:class:`course_lib.sandbox.Zygote`): one pre-imported Python per worker
+"""The grading zygote (:class:`course_lib.grading.sandbox.Zygote`): one pre-imported Python per worker
 that forks an isolated child per submission. What must hold: a child gets exactly what a
 sandbox of its own gives (same outputs, same limits), nothing a submission does reaches
 the zygote or a later submission, and the grader falls back to one sandbox per submission
@@ -13,7 +13,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from course_lib import autograde_worker, sandbox
+from course_lib.grading import sandbox, worker as autograde_worker
 from nbgrader_helpers import cell, notebook
 
 pytestmark = pytest.mark.grading
@@ -201,7 +201,7 @@ def test_the_worker_falls_back_to_a_sandbox_per_submission(monkeypatch):
 
 FRESH_TMP = textwrap.dedent("""\
     import json, os, sys
-    from course_lib import sandbox_namespaces as ns
+    from course_lib.grading.sandbox import namespaces as ns
     open("/tmp/planted", "w").write("x")
     pid = os.fork()
     if pid == 0:
@@ -230,16 +230,16 @@ def test_a_fresh_tmp_keeps_the_read_only_binds_below_it(tmp_path):
     import sys
 
     (tmp_path / "notes.txt").write_text("kept")
-    lib = Path(sandbox.__file__).parent
-    cmd = sandbox._bwrap_base() + ["--unshare-user", "--uid", "65534", "--gid", "65534",
+    lib = Path(sandbox.__file__).parent  # the sandbox package
+    cmd = sandbox.bwrap._bwrap_base() + ["--unshare-user", "--uid", "65534", "--gid", "65534",
                                    "--ro-bind", str(lib), "/tmp/project/lib",
                                    "--ro-bind", str(tmp_path / "notes.txt"), "/tmp/project/notes.txt",
                                    "--remount-ro", "/", sys.executable, "-c", FRESH_TMP]
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=sandbox._sandbox_env())
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=sandbox.bwrap._sandbox_env())
     assert done.returncode == 0, done.stderr
     seen = json.loads(done.stdout.strip().splitlines()[-1])
     assert "planted" not in seen["tmp"] and "project" in seen["tmp"]
-    assert "sandbox_zygote.py" in seen["lib"] and seen["file"] == "kept"
+    assert "zygote.py" in seen["lib"] and seen["file"] == "kept"
     assert seen["writable"] is False and not (lib / "pwned.txt").exists()
 
 

@@ -14,7 +14,7 @@ What the sandbox (``bwrap``) gives each submission:
   sandbox every capability of its user namespace, and with CAP_SYS_ADMIN student code can
   remount the read-only folders read-write and change the venv or ``course_lib``;
 * resource limits: the kernel's data memory (``RLIMIT_DATA``, heap and anonymous
-  mappings: what NumPy and PyTorch allocate; see :mod:`course_lib.sandbox_kernel`), and,
+  mappings: what NumPy and PyTorch allocate; see :mod:`course_lib.grading.sandbox.kernel`), and,
   set with ``setrlimit`` before the sandbox starts, the
   number of processes (a ``pids`` cgroup when one can be made, else ``RLIMIT_NPROC`` on
   top of the user's current count; root ignores RLIMIT_NPROC, so root without cgroups has
@@ -30,7 +30,7 @@ What the sandbox (``bwrap``) gives each submission:
 
 :func:`execute_notebook` builds that sandbox from scratch for one submission;
 :class:`Zygote` builds it once per grading worker around a pre-imported Python that forks
-each submission a child with fresh namespaces of its own (:mod:`course_lib.sandbox_zygote`).
+each submission a child with fresh namespaces of its own (:mod:`course_lib.grading.sandbox.zygote`).
 
 Without ``bwrap`` the same executor runs as a plain child process with the same
 resource limits but no filesystem or network isolation: only with ``unsafe=True``.
@@ -58,7 +58,7 @@ import nbformat
 from nbformat import NotebookNode
 
 import course_lib
-from course_lib.sandbox_exec import LOG, RESULT, STAGING_FULL, SUBMISSION, copy_regular_files
+from course_lib.grading.sandbox.execute import LOG, RESULT, STAGING_FULL, SUBMISSION, copy_regular_files
 
 BWRAP_HELP = ("bubblewrap (bwrap) is needed to isolate student code: install it with "
               "`sudo apt-get install bubblewrap` (Debian/Ubuntu) or `sudo dnf install bubblewrap`; "
@@ -309,7 +309,7 @@ def execute_notebook(nb: NotebookNode, files: Path | None, limits: Limits = Limi
         _fill_box(box, nb, files)
         work = box / "work"
         with open(box / SUBMISSION, "rb") as notebook, open(box / LOG, "wb") as log:
-            executor = [sys.executable, "-m", "course_lib.sandbox_exec"]
+            executor = [sys.executable, "-m", "course_lib.grading.sandbox.execute"]
             limit_args = [str(limits.cell_timeout), str(limits.max_output_chars), str(limits.memory_bytes)]
             if unsafe:  # same executor and limits, no namespaces: paths are the real ones
                 shutil.copyfile(box / SUBMISSION, work / SUBMISSION)
@@ -368,7 +368,7 @@ class ZygoteError(RuntimeError):
 
 class Zygote:
     """One long-lived sandbox whose pre-imported Python forks a fresh, isolated child for each
-    submission (:mod:`course_lib.sandbox_zygote`): the same isolation and limits as a sandbox
+    submission (:mod:`course_lib.grading.sandbox.zygote`): the same isolation and limits as a sandbox
     of its own per submission, without paying Python's, PyTorch's and Jupyter's start-up
     (a few seconds) every time. One per grading worker; submissions run one at a time.
 
@@ -398,7 +398,7 @@ class Zygote:
             # a child may map its own user id into its new user namespace, except root's without
             # CAP_SETFCAP (dropped): graded as root, the zygote runs as nobody in its namespace
             cmd[1:1] = ["--unshare-user", "--uid", "65534", "--gid", "65534"]
-        cmd += [sys.executable, "-m", "course_lib.sandbox_zygote",
+        cmd += [sys.executable, "-m", "course_lib.grading.sandbox.zygote",
                 json.dumps({k: getattr(limits, k) for k in ("cell_timeout", "wall_timeout", "memory_bytes",
                                                             "max_output_chars", "scratch_bytes")}),
                 json.dumps(list(preload))]

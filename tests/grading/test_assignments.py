@@ -17,9 +17,9 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from course_lib import sandbox
+from course_lib.grading import sandbox
 from course_lib.grading import grade_submissions
-from course_lib.release import REPO, generate_release, list_assignments
+from course_lib.grading.release import REPO, generate_release, list_assignments
 
 pytestmark = pytest.mark.grading
 
@@ -79,7 +79,7 @@ def _test_points(assignment: str) -> dict[str, float]:
 
 
 def _wrong_answers(assignment: str) -> dict:
-    path = Path(__file__).parent / "wrong_answers" / f"{assignment}.py"
+    path = Path(__file__).parents[1] / "wrong_answers" / f"{assignment}.py"
     if not path.exists():
         return {}
     spec = importlib.util.spec_from_file_location(f"wrong_answers_{assignment}", path)

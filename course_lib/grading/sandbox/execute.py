@@ -1,6 +1,6 @@
 """Execute one notebook, cell by cell; the program that runs *inside* the grading sandbox.
 
-Usage: ``python -m course_lib.sandbox_exec [--stage FOLDER] IN.ipynb OUT.ipynb CELL_TIMEOUT MAX_OUTPUT_CHARS MEMORY_BYTES``
+Usage: ``python -m course_lib.grading.sandbox.execute [--stage FOLDER] IN.ipynb OUT.ipynb CELL_TIMEOUT MAX_OUTPUT_CHARS MEMORY_BYTES``
 
 ``--stage FOLDER`` first copies the student's files from FOLDER (read-only) into the current
 folder (the sandbox's capped in-memory ``/sandbox/work``). Then it reads IN and deletes it (it
@@ -125,7 +125,7 @@ def _capped_kernelspec(memory_bytes: int) -> str:
     root = tempfile.mkdtemp(prefix="kernelspec_")
     folder = os.path.join(root, "kernels", "course-sandbox")
     os.makedirs(folder)
-    spec = {"argv": [sys.executable, "-m", "course_lib.sandbox_kernel", str(memory_bytes),
+    spec = {"argv": [sys.executable, "-m", "course_lib.grading.sandbox.kernel", str(memory_bytes),
                      "-f", "{connection_file}"],
             "display_name": "Python 3 (grading sandbox)", "language": "python"}
     with open(os.path.join(folder, "kernel.json"), "w") as f:

@@ -4,7 +4,7 @@ import torch
 from matplotlib.figure import Figure
 
 from course_lib import poisoning as P
-from course_lib import poisoning_widgets as PW
+from course_lib.widgets import poisoning as PW
 
 pytestmark = pytest.mark.poisoning
 

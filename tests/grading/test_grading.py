@@ -22,9 +22,9 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from course_lib import sandbox
+from course_lib.grading import sandbox
 from course_lib.grading import CSV_COLUMNS
-from course_lib.release import REPO, generate_release
+from course_lib.grading.release import REPO, generate_release
 from nbgrader_helpers import cell, notebook, square_assignment
 
 pytestmark = pytest.mark.grading
@@ -425,7 +425,7 @@ def test_feedback_exporter_shares_its_templates_and_renders_the_same():
     after notebook."""
     from nbconvert.exporters import HTMLExporter
 
-    from course_lib.autograde_worker import shared_templates_exporter
+    from course_lib.grading.worker import shared_templates_exporter
 
     shared = shared_templates_exporter()
     uuid = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")

@@ -28,7 +28,7 @@ from matplotlib.figure import Figure
 from torch import Tensor, nn
 
 from course_lib import attacks
-from course_lib.widgets import png_bytes
+from course_lib.widgets.explorer import png_bytes
 
 ATTACKS = ("FGSM", "PGD")
 MAX_EXAMPLES = 12

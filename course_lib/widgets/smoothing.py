@@ -34,7 +34,7 @@ from matplotlib.figure import Figure
 from torch import Tensor, nn
 
 from course_lib.smoothing import ABSTAIN, Smooth
-from course_lib.widgets import png_bytes
+from course_lib.widgets.explorer import png_bytes
 
 CLASS_COLORS = ("#4c72b0", "#dd8452", "#55a868", "#c44e52", "#8172b3")
 ABSTAIN_COLOR = "#bbbbbb"

@@ -12,7 +12,6 @@ the static version of the demo (a saved notebook does not keep live widgets).
 
 from __future__ import annotations
 
-import io
 import math
 from collections.abc import Sequence
 from typing import Protocol
@@ -24,7 +23,8 @@ from matplotlib.figure import Figure
 from torch import Tensor
 
 from course_lib import optim
-from course_lib.plots import plot_landscape
+from course_lib.widgets.explorer import png_bytes
+from course_lib.widgets.plots import plot_landscape
 
 
 class FiniteSum(Protocol):
@@ -92,19 +92,6 @@ class SGDExplorer(widgets.VBox):
             title += f"\n(2/L = {2 / self.L:.3g}: {'GD diverges' if lr > 2 / self.L else 'GD converges'})"
         self.ax.set_title(title, fontsize="medium")
         self.image.value = png_bytes(self.figure)
-
-
-def png_bytes(figure: Figure, dpi: int = 90, colors: int = 128) -> bytes:
-    """The figure as a palette PNG: a quarter of the bytes of full colour, no visible loss for
-    line art, which keeps the widget state that a saved notebook stores small."""
-    from PIL import Image  # a dependency of matplotlib
-
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=dpi)
-    image = Image.open(buffer).convert("RGB").quantize(colors)
-    out = io.BytesIO()
-    image.save(out, format="png", optimize=True)
-    return out.getvalue()
 
 
 def sgd_explorer(problem: FiniteSum, w0: Tensor, *, lr: float = 1.0, batch_size: int = 10,

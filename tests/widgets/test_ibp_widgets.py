@@ -4,7 +4,8 @@ import torch
 from matplotlib.figure import Figure
 from torch import nn
 
-from course_lib import ibp, ibp_widgets
+from course_lib import ibp
+from course_lib.widgets import ibp as ibp_widgets
 
 pytestmark = pytest.mark.certify
 

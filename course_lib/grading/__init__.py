@@ -1,0 +1,31 @@
+"""What a TA runs: the autograde pipeline, its workers and sandbox, release and validate.
+
+* ``python -m course_lib.grading``: autograde a class (:mod:`~course_lib.grading.pipeline`;
+  ``make grade``), each submission in a sandbox (:mod:`~course_lib.grading.sandbox`) driven
+  by the trusted workers of :mod:`~course_lib.grading.worker`
+* ``python -m course_lib.grading.release``: regenerate ``assignments/`` (``make release``)
+* ``python -m course_lib.grading.validate NOTEBOOK``: a student's check (``make validate``)
+* :mod:`~course_lib.grading.feedback`: what the feedback HTML hides
+
+This package imports nothing heavy itself: the sandbox's processes import their own
+modules below it and should not pay for nbgrader.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+_FROM_PIPELINE = ("CSV_COLUMNS", "grade_submissions", "main")
+__all__ = [*_FROM_PIPELINE, "feedback", "pipeline", "release", "sandbox", "validate", "worker"]
+
+
+def __getattr__(name: str):
+    if name in _FROM_PIPELINE:
+        return getattr(importlib.import_module("course_lib.grading.pipeline"), name)
+    if name in __all__:
+        return importlib.import_module(f"course_lib.grading.{name}")
+    raise AttributeError(f"module 'course_lib.grading' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

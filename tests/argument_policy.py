@@ -1,0 +1,50 @@
+"""The argument-check policy (:mod:`course_lib._checks`), tried on one parameter of one function.
+
+Every public function that takes a count or a radius is called with that parameter given as
+a Python number, a NumPy scalar and a 0-d tensor (all accepted, with the same result as the
+Python number), and as a bool and a string (both refused, with a message naming it).
+Test files list their cases and call :func:`check_policy`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from course_lib._checks import ArgumentError
+
+
+def forms(value: int | float) -> list[Any]:
+    """The accepted spellings of one valid value: Python, NumPy and a 0-d tensor."""
+    if isinstance(value, int):
+        return [value, np.int64(value), np.int32(value), torch.tensor(value)]
+    return [value, np.float64(value), np.float32(value), torch.tensor(value, dtype=torch.float64)]
+
+
+def refused(value: int | float) -> list[Any]:
+    """Spellings that must be refused: a bool and a string (and 3.0 for a count)."""
+    bad: list[Any] = [True, False, str(value)]
+    if isinstance(value, int):
+        bad.append(float(value))
+    return bad
+
+
+def check_policy(call: Callable[[Any], Any], name: str, value: int | float,
+                 same: Callable[[Any, Any], bool] | None = None) -> None:
+    """``call(v)`` passes ``v`` as the parameter ``name``; ``value`` is a valid Python value.
+
+    Accepted forms must not raise (and, with ``same``, give a result ``same`` as the Python
+    value's); refused forms must raise :class:`ArgumentError` naming ``name``.
+    """
+    reference = call(value)
+    for v in forms(value)[1:]:
+        out = call(v)
+        if same is not None:
+            assert same(reference, out), f"{name}={v!r} ({type(v).__name__}) gave another result"
+    for v in refused(value):
+        with pytest.raises(ArgumentError, match=rf"\b{name}\b"):
+            call(v)

@@ -223,3 +223,63 @@ def batches(data, batch_size: int = 256):
         x, y = data
         return [(x[i:i + batch_size], y[i:i + batch_size]) for i in range(0, len(x), batch_size)]
     return data
+
+
+def binary_task(dataset: str, positive: int, negative: int, *, n_train: int, n_val: int,
+                seed: int = 0) -> dict[str, np.ndarray]:
+    """Two classes of a :func:`load_dataset` data set as a binary task, labels in {-1, +1}.
+
+    The train split's images of the two classes are shuffled (seeded) and the first
+    ``n_train`` become the training set, the next ``n_val`` a validation set (lecture 6's
+    attacker's); the test split's images of the two classes are the test set.
+
+    Args:
+        dataset: ``"mnist5k"``, ``"digits"`` or another name :func:`load_dataset` accepts.
+        positive, negative: the class indices labelled +1 and -1 (e.g. 7 and 1).
+        n_train, n_val: sizes >= 1 whose sum does not exceed the two classes' train images.
+        seed: seeds the shuffle (``numpy.random.default_rng``), >= 0.
+
+    Returns:
+        A dict of float64 NumPy arrays: ``X_train`` (n_train, d), ``y_train`` (n_train,),
+        ``X_val``, ``y_val``, ``X_test``, ``y_test``; images flattened to d pixels in [0, 1],
+        labels in {-1, +1}.
+
+    Raises:
+        ValueError: for classes the data set does not have, equal classes, or sizes that do not fit.
+
+    Examples:
+        >>> task = binary_task("digits", 7, 1, n_train=50, n_val=20)
+        >>> task["X_train"].shape, sorted(set(task["y_val"].tolist()))
+        ((50, 64), [-1.0, 1.0])
+    """
+    from course_lib import _checks
+
+    n_train = _checks.integer(n_train, "n_train", ge=1)
+    n_val = _checks.integer(n_val, "n_val", ge=1)
+    seed = _checks.integer(seed, "seed", ge=0)
+    data = load_dataset(dataset)
+    classes = []
+    for name, c in (("positive", positive), ("negative", negative)):
+        try:
+            classes.append(_checks.integer(c, name, ge=0, lt=data.num_classes))
+        except _checks.ArgumentError:
+            raise _checks.fail(name, f"a class of {dataset!r}, an integer in [0, {data.num_classes})", c) from None
+    positive, negative = classes
+    if positive == negative:
+        raise ValueError(f"positive and negative must differ, got {positive} and {negative}")
+
+    def pick(split) -> tuple[np.ndarray, np.ndarray]:
+        x, y = split.tensors
+        keep = (y == positive) | (y == negative)
+        X = x[keep].flatten(1).to(torch.float64).numpy()
+        return X, np.where(y[keep].numpy() == positive, 1.0, -1.0)
+
+    X, y = pick(data.train)
+    if n_train + n_val > len(y):
+        raise ValueError(f"n_train + n_val = {n_train + n_val} exceeds the {len(y)} training images "
+                         f"of classes {positive} and {negative}")
+    order = np.random.default_rng(seed).permutation(len(y))
+    tr, va = order[:n_train], order[n_train:n_train + n_val]
+    X_test, y_test = pick(data.test)
+    return {"X_train": X[tr], "y_train": y[tr], "X_val": X[va], "y_val": y[va],
+            "X_test": X_test, "y_test": y_test}

@@ -1,26 +1,18 @@
-"""course_lib.poisoning: the SVM against scikit-learn and its own duality certificate, the
-poisoning gradient against finite differences, and the attack's behaviour."""
+"""course_lib.poisoning: the poisoning gradient against finite differences, the attack's
+behaviour, the numbers behind lecture 6's pictures, and data.binary_task (its data)."""
 
 from collections import Counter
 
 import numpy as np
 import pytest
 import torch
-from sklearn.svm import SVC
 
+from argument_policy import check_policy
+from course_lib import data, svm
 from course_lib import poisoning as P
 from course_lib.data import load_dataset
 
 pytestmark = pytest.mark.poisoning
-
-
-def _blobs(seed: int, n: int, d: int, sep: float):
-    """Two Gaussian classes at +-sep/2 along the diagonal; separable for sep >> 1."""
-    rng = np.random.default_rng(seed)
-    y = np.where(np.arange(n) % 2 == 0, 1.0, -1.0)
-    rng.shuffle(y)
-    X = rng.normal(size=(n, d)) + 0.5 * sep * y[:, None] * np.ones(d) / np.sqrt(d)
-    return X, y
 
 
 def _box_blobs(seed: int, n: int, d: int):
@@ -41,131 +33,6 @@ def digits_7_1():
     return X[keep], np.where(Y[keep] == 7, 1.0, -1.0)
 
 
-def _sklearn(X, y, C):
-    n = len(y)
-    sk = SVC(kernel="linear", C=C / n, tol=1e-12).fit(X, y)  # sklearn sums the hinge: its C is ours / n
-    alpha = np.zeros(n)
-    alpha[sk.support_] = np.abs(sk.dual_coef_[0])
-    return sk.coef_[0], float(sk.intercept_[0]), alpha, sk
-
-
-def _dual(alpha, X, y):
-    w = X.T @ (alpha * y)
-    return alpha.sum() - 0.5 * w @ w
-
-
-def _primal_by_hand(w, b, X, y, C):
-    return 0.5 * sum(wi * wi for wi in w) + C * np.mean([max(0.0, 1 - yi * (xi @ w + b)) for xi, yi in zip(X, y)])
-
-
-CASES = [(seed, n, d, sep, C) for seed, (n, d, sep) in enumerate(
-    [(40, 2, 6.0), (60, 3, 2.0), (120, 5, 1.0), (200, 10, 4.0), (80, 20, 0.0), (150, 2, 1.5)])
-    for C in (0.1, 10.0, 1000.0)]
-
-
-def _assert_agrees_with_sklearn(X, y, C):
-    sol = P.fit_svm(X, y, C)
-    w, b = P.train_svm(X, y, C)
-    np.testing.assert_array_equal(w, sol.w)
-    w_sk, b_sk, alpha_sk, sk = _sklearn(X, y, C)
-    # How close must the weights be? The dual is 1-strongly concave in w: for feasible alpha,
-    # ||w(alpha) - w*||^2 <= 2 (D* - D(alpha)) <= 2 (P(w, b) - D(alpha)). Both solutions'
-    # distances to w* are bounded by their gaps to our primal value: ours by its certified
-    # gap, libsvm's (which stops on a KKT violation, not a gap) by its dual's.
-    primal = _primal_by_hand(w, b, X, y, C)
-    radius = np.sqrt(2 * max(0.0, sol.gap)) + np.sqrt(2 * max(0.0, primal - _dual(alpha_sk, X, y)))
-    scale = max(1.0, np.abs(w_sk).max())
-    assert np.linalg.norm(w - w_sk) <= radius + 1e-7 * scale
-    assert np.linalg.norm(w - w_sk) <= 1e-3 * scale  # and the bound is not vacuous
-    # b = y_t - w . x_t on a margin SV: off by at most ||w - w_sk|| max ||x_t|| from libsvm's
-    # (which averages that over its free SVs), up to libsvm's own KKT tolerance
-    assert abs(b - b_sk) <= np.linalg.norm(w - w_sk) * np.linalg.norm(X, axis=1).max() + 1e-6 * scale
-    f = X @ w + b
-    clear = np.abs(f) > 1e-4 * scale  # points on the boundary may fall either way
-    np.testing.assert_array_equal(np.where(f >= 0, 1.0, -1.0)[clear], sk.predict(X)[clear])
-    assert primal <= _primal_by_hand(w_sk, b_sk, X, y, C) + P.DEFAULT_TOL
-
-
-@pytest.mark.parametrize("seed, n, d, sep, C", CASES)
-def test_train_svm_matches_sklearn(seed, n, d, sep, C):
-    _assert_agrees_with_sklearn(*_blobs(seed, n, d, sep), C)
-
-
-@pytest.mark.parametrize("seed, n, d, sep, C", CASES[::2])
-@pytest.mark.parametrize("tol", [1e-3, 1e-8])
-def test_objective_is_within_tol_of_the_optimum(seed, n, d, sep, C, tol):
-    X, y = _blobs(seed, n, d, sep)
-    sol = P.fit_svm(X, y, C, tol=tol)
-    U = C / n
-    # the dual point is feasible, so D(alpha) <= P* (weak duality): an independent certificate
-    assert (sol.alpha >= 0).all() and (sol.alpha <= U).all()
-    assert abs(sol.alpha @ y) <= 1e-10 * max(1.0, U * n)
-    np.testing.assert_allclose(sol.w, X.T @ (sol.alpha * y), atol=1e-12 * max(1.0, U * n))
-    primal = _primal_by_hand(sol.w, sol.b, X, y, C)
-    assert primal - _dual(sol.alpha, X, y) <= tol + 1e-9 * max(1.0, primal)
-    assert sol.gap <= tol
-    # and against scikit-learn's solution: ours is no worse than its up to tol
-    w_sk, b_sk, _, _ = _sklearn(X, y, C)
-    assert primal <= _primal_by_hand(w_sk, b_sk, X, y, C) + tol
-    assert P.svm_objective(sol.w, sol.b, X, y, C) == pytest.approx(primal, rel=1e-12)
-
-
-@pytest.mark.parametrize("C", [1.0, 100.0, 1e4])
-@pytest.mark.parametrize("seed", range(3))
-def test_train_svm_matches_sklearn_on_digits(digits_7_1, C, seed):
-    X, y = digits_7_1
-    idx = np.random.default_rng(seed).permutation(len(y))[:120]
-    _assert_agrees_with_sklearn(X[idx], y[idx], C)
-
-
-def test_tensors_in_tensors_out():
-    X, y = _blobs(0, 50, 4, 2.0)
-    w_np, b_np = P.train_svm(X, y, 5.0)
-    w_t, b_t = P.train_svm(torch.tensor(X, dtype=torch.float32), torch.tensor(y).long(), 5.0)
-    assert isinstance(w_t, torch.Tensor) and w_t.dtype == torch.float32 and w_t.shape == (4,)
-    assert isinstance(b_t, float)
-    np.testing.assert_allclose(w_t.numpy(), w_np, atol=1e-5)
-    w64, _ = P.train_svm(torch.tensor(X), torch.tensor(y), 5.0)
-    assert w64.dtype == torch.float64
-    np.testing.assert_allclose(w64.numpy(), w_np, atol=1e-12)
-
-
-def test_warm_start_reaches_the_same_solution():
-    X, y = _blobs(3, 100, 5, 1.0)
-    cold = P.fit_svm(X, y, 50.0)
-    X2 = X.copy()
-    X2[0] += 0.3  # one point moved: the old alpha is still feasible
-    warm = P.fit_svm(X2, y, 50.0, alpha0=cold.alpha)
-    again = P.fit_svm(X2, y, 50.0)
-    np.testing.assert_allclose(warm.w, again.w, atol=1e-8)
-    assert warm.b == pytest.approx(again.b, abs=1e-8)
-
-
-def test_max_iter_is_an_error_not_a_silent_answer():
-    X, y = _blobs(1, 200, 5, 0.5)
-    with pytest.raises(RuntimeError, match="max_iter"):
-        P.fit_svm(X, y, 1000.0, tol=1e-12, max_iter=3)
-
-
-@pytest.mark.parametrize("seed", range(20))
-def test_hinge_loss_and_error_match_a_by_hand_formula(seed):
-    rng = np.random.default_rng(seed)
-    n, d = rng.integers(1, 30), rng.integers(1, 8)
-    X, w, b = rng.normal(size=(n, d)), rng.normal(size=d), float(rng.normal())
-    y = rng.choice([-1.0, 1.0], size=n)
-    by_hand = sum(max(0.0, 1.0 - y[i] * (sum(w[j] * X[i, j] for j in range(d)) + b)) for i in range(n)) / n
-    assert P.hinge_loss(w, b, X, y) == pytest.approx(by_hand, rel=1e-12, abs=1e-14)
-    errors = sum((1.0 if X[i] @ w + b >= 0 else -1.0) != y[i] for i in range(n)) / n
-    assert P.classification_error(w, b, X, y) == errors
-    # the torch version is the same number and differentiable: d/dw = -1/n sum_{active} y_i x_i
-    wt = torch.tensor(w, requires_grad=True)
-    loss = P.hinge_loss(wt, b, torch.tensor(X), torch.tensor(y))
-    assert isinstance(loss, torch.Tensor) and loss.item() == pytest.approx(by_hand, rel=1e-12, abs=1e-14)
-    (g,) = torch.autograd.grad(loss, wt)
-    active = 1 - y * (X @ w + b) > 0
-    np.testing.assert_allclose(g.numpy(), -(y[active] @ X[active]) / n, atol=1e-12)
-
-
 # ----------------------------------------------------------------------------- the gradient
 
 def _retrained(Xtr, ytr, Xv, yv, xc, yc, C):
@@ -174,9 +41,9 @@ def _retrained(Xtr, ytr, Xv, yv, xc, yc, C):
     sol = P.fit_svm(X, y, C, tol=1e-12)
     U = C / len(y)
     margins_v = yv * (Xv @ sol.w + sol.b)
-    S = tuple(P._margin_set(sol.alpha, U))
+    S = tuple(svm.support_sets(sol.alpha, C).margin)
     # with no margin SV, b is fixed by the two points at the ends of the primal's flat segment
-    ends = P._optimal_bias(y * (X @ sol.w) - 1, y)[2:] if not S else ()
+    ends = svm.optimal_bias(y * (X @ sol.w) - 1, y)[2:] if not S else ()
     pattern = (S, tuple(sol.alpha >= U * (1 - 1e-8)), tuple(margins_v < 1), ends)
     return P.hinge_loss(sol.w, sol.b, Xv, yv), pattern, sol, U
 
@@ -235,7 +102,7 @@ def test_poison_gradient_matches_central_finite_differences():
             continue
         checked += 1
         np.testing.assert_allclose(g, fd, rtol=1e-5, atol=1e-7, err_msg=f"{kind}, seed {seed}, d {d}, C {C}")
-        S = P._margin_set(sol.alpha, U)
+        S = svm.support_sets(sol.alpha, C).margin
         kinds.add("no margin SV" if len(S) == 0 else "poison on margin" if len(sol.alpha) - 1 in S else "margin SVs")
     assert checked >= 0.8 * len(GRAD_CASES)
     assert kinds == {"no margin SV", "margin SVs", "poison on margin"}, kinds
@@ -345,28 +212,6 @@ def test_attack_rejects_bad_input(change, match):
         P.poison_svm(**kwargs)
 
 
-def test_svm_rejects_bad_input():
-    X, y = _blobs(0, 10, 2, 1.0)
-    with pytest.raises(ValueError, match="y must hold labels"):
-        P.train_svm(X, (y > 0).astype(float), 1.0)  # {0, 1} labels
-    with pytest.raises(ValueError, match="both classes"):
-        P.train_svm(X, np.ones(10), 1.0)
-    with pytest.raises(ValueError, match="shape"):
-        P.train_svm(X, y[:5], 1.0)
-    with pytest.raises(ValueError, match="C must be > 0"):
-        P.train_svm(X, y, 0)
-    with pytest.raises(ValueError, match="tol"):
-        P.train_svm(X, y, 1.0, tol=0.0)
-    with pytest.raises(ValueError, match="finite"):
-        P.train_svm(np.full((10, 2), np.nan), y, 1.0)
-    with pytest.raises(TypeError, match="X"):
-        P.train_svm(X.tolist(), y, 1.0)
-    with pytest.raises(ValueError, match="w must have shape"):
-        P.hinge_loss(np.zeros(3), 0.0, X, y)
-    with pytest.raises(ValueError, match="y must have shape"):
-        P.hinge_loss(np.zeros(2), 0.0, X, y[:3])
-
-
 def test_binary_task_splits_two_digits_without_overlap():
     task = P.binary_task("digits", 7, 1, n_train=50, n_val=100, seed=3)
     assert task["X_train"].shape == (50, 64) and task["X_val"].shape == (100, 64)
@@ -393,3 +238,76 @@ def test_binary_task_splits_two_digits_without_overlap():
     for classes in ((7, 12), (-1, 1), (7.0, 1)):  # a class the data set does not have: no silent one-class task
         with pytest.raises(ValueError, match="must be a class of 'digits'"):
             P.binary_task("digits", *classes, n_train=5, n_val=5)
+
+
+def test_binary_task_lives_in_data_and_is_reexported():
+    assert P.binary_task is data.binary_task
+
+
+# ----------------------------------------------------------------------------- pictures' numbers
+
+def test_poisoned_boundary_and_loss_surface_are_the_retrained_svm():
+    Xtr, ytr = _box_blobs(3, 20, 2)
+    Xv, yv = _box_blobs(4, 40, 2)
+    xc = np.array([0.8, 0.75])
+    r = P.poisoned_boundary(Xtr, ytr, Xv, yv, xc, -1, C=20.0)
+    w1, b1 = P.train_svm(np.vstack([Xtr, xc]), np.append(ytr, -1.0), 20.0)
+    np.testing.assert_allclose(r.w_poisoned, w1)
+    assert r.loss_poisoned == pytest.approx(P.hinge_loss(w1, b1, Xv, yv))
+    g1, g2, loss = P.loss_surface(Xtr, ytr, Xv, yv, -1, C=20.0, resolution=4)
+    for i, j in [(0, 0), (1, 3), (3, 2)]:
+        at = P.poisoned_boundary(Xtr, ytr, Xv, yv, np.array([g1[j], g2[i]]), -1, C=20.0)
+        assert loss[i, j] == pytest.approx(at.loss_poisoned, abs=1e-9)
+    with pytest.raises(ValueError, match="resolution"):
+        P.loss_surface(Xtr, ytr, Xv, yv, -1, C=1.0, resolution=1)
+    with pytest.raises(ValueError, match="2-D"):
+        P.loss_surface(np.hstack([Xtr, Xtr]), ytr, np.hstack([Xv, Xv]), yv, -1, C=1.0)
+
+
+def test_docstring_examples():
+    import doctest
+
+    assert doctest.testmod(P).failed == 0
+    finder = doctest.DocTestFinder()
+    runner = doctest.DocTestRunner()
+    for test in finder.find(data.binary_task, "binary_task", globs={"binary_task": data.binary_task}):
+        runner.run(test)
+    assert runner.failures == 0
+
+
+# ----------------------------------------------------------------------------- argument policy
+
+_XT, _YT = _box_blobs(0, 12, 2)
+_XV, _YV = _box_blobs(1, 12, 2)
+_X0 = _XT[np.flatnonzero(_YT > 0)[0]]
+
+
+def _attack(**kw):
+    args = dict(C=12.0, steps=2, step_size=0.1) | kw
+    return P.poison_svm(_XT, _YT, _XV, _YV, _X0, -1, **args)[0]
+
+
+def _task(**kw):
+    return data.binary_task("digits", **(dict(positive=7, negative=1, n_train=5, n_val=5, seed=0) | kw))["X_val"]
+
+
+POLICY = [
+    (lambda v: _attack(C=v), "C", 12.0),
+    (lambda v: _attack(steps=v), "steps", 2),
+    (lambda v: _attack(step_size=v), "step_size", 0.125),
+    (lambda v: _attack(tol=v), "tol", 2.0 ** -30),
+    (lambda v: P.poison_gradient(_XT, _YT, _XV, _YV, _X0, -1, C=v), "C", 12.0),
+    (lambda v: P.poison_gradient(_XT, _YT, _XV, _YV, _X0, -1, C=12.0, tol=v), "tol", 2.0 ** -30),
+    (lambda v: P.poisoned_boundary(_XT, _YT, _XV, _YV, _X0, -1, C=v).w_poisoned, "C", 12.0),
+    (lambda v: P.loss_surface(_XT, _YT, _XV, _YV, -1, C=v, resolution=2)[2], "C", 12.0),
+    (lambda v: P.loss_surface(_XT, _YT, _XV, _YV, -1, C=12.0, resolution=v)[2], "resolution", 2),
+    (lambda v: _task(n_train=v), "n_train", 5),
+    (lambda v: _task(n_val=v), "n_val", 5),
+    (lambda v: _task(seed=v), "seed", 3),
+    (lambda v: _task(positive=v), "positive", 7),
+]
+
+
+@pytest.mark.parametrize("call, name, value", POLICY, ids=[f"{i}-{c[1]}" for i, c in enumerate(POLICY)])
+def test_argument_policy(call, name, value):
+    check_policy(call, name, value, np.array_equal)

@@ -1,14 +1,13 @@
 """Pictures of SVM poisoning in 2-D, and a widget to move the poison point by hand (lecture 6).
 
-:func:`poisoned_boundary` (pure computation) retrains the SVM with one poison point and
-reports the boundary before and after and the validation error of each.
-:func:`loss_surface` evaluates the attacker's objective, the validation hinge loss of the
-retrained SVM, on a grid of poison positions (Biggio et al. 2012, Fig. 1).
 :func:`plot_poisoning` draws the data, both boundaries, the poison point and, optionally,
 the attack's path over the loss surface.
 :func:`poison_explorer`: two sliders for the poison point's coordinates and a label switch
-above that picture; as in :mod:`course_lib.widgets`, the picture is a matplotlib ``Figure``
-outside pyplot shown through an ``ipywidgets.Image``.
+above that picture (an :class:`~course_lib.widgets.explorer.Explorer`).
+
+The numbers come from the library: :func:`course_lib.poisoning.poisoned_boundary` retrains
+the SVM with one poison point, :func:`course_lib.poisoning.loss_surface` evaluates the
+attacker's objective on a grid (both importable from here too, as lecture 6 does).
 
 Names follow :mod:`course_lib.poisoning`: ``w, b`` the SVM, ``C`` its constant (mean-hinge
 primal), ``x_poison, y_poison`` the poison point and its label in {-1, +1}.
@@ -16,104 +15,17 @@ primal), ``x_poison, y_poison`` the poison point and its label in {-1, +1}.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import ipywidgets as widgets
 import numpy as np
 from matplotlib.axes import Axes
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 
-from course_lib import poisoning
-from course_lib.widgets.explorer import png_bytes
+from course_lib import _checks
+from course_lib.poisoning import PoisonedBoundary, loss_surface, poisoned_boundary
+from course_lib.svm import as_numpy
+from course_lib.widgets.explorer import Explorer, new_figure
 
-
-@dataclass(frozen=True)
-class PoisonedBoundary:
-    """An SVM trained without and with one poison point (NumPy float64).
-
-    Attributes:
-        w_clean, b_clean: trained on (X, y) alone.
-        w_poisoned, b_poisoned: trained on (X, y) plus (x_poison, y_poison).
-        error_clean, error_poisoned: validation error of each (fraction in [0, 1]).
-        loss_clean, loss_poisoned: validation mean hinge loss of each.
-    """
-
-    w_clean: np.ndarray
-    b_clean: float
-    w_poisoned: np.ndarray
-    b_poisoned: float
-    error_clean: float
-    error_poisoned: float
-    loss_clean: float
-    loss_poisoned: float
-
-
-def _np(a) -> np.ndarray:
-    return poisoning._as_numpy(a, "array")
-
-
-def poisoned_boundary(X, y, X_val, y_val, x_poison, y_poison: int, *, C: float) -> PoisonedBoundary:
-    """The SVM before and after adding ``(x_poison, y_poison)`` to the training set.
-
-    Args:
-        X, y: training set (n, d), (n,) in {-1, +1}; NumPy or torch.
-        X_val, y_val: validation set (m, d), (m,) in {-1, +1}.
-        x_poison: (d,) in [0, 1]^d; y_poison: -1 or +1.
-        C: the SVM's constant > 0, applied to each training set as given (the clean SVM
-            with C on n points, the poisoned one with C on n + 1).
-
-    Returns:
-        A :class:`PoisonedBoundary`.
-
-    Raises:
-        ValueError: as :func:`course_lib.poisoning.poison_gradient`.
-    """
-    Xtr, ytr, Xv, yv, xc, yc, C, _ = poisoning._check_attack(X, y, X_val, y_val, x_poison, y_poison,
-                                                             C, poisoning.DEFAULT_TOL)
-    w0, b0 = poisoning.train_svm(Xtr, ytr, C)
-    w1, b1 = poisoning.train_svm(np.vstack([Xtr, xc]), np.append(ytr, yc), C)
-    return PoisonedBoundary(w0, b0, w1, b1,
-                            poisoning.classification_error(w0, b0, Xv, yv),
-                            poisoning.classification_error(w1, b1, Xv, yv),
-                            poisoning.hinge_loss(w0, b0, Xv, yv), poisoning.hinge_loss(w1, b1, Xv, yv))
-
-
-@poisoning._one_blas_thread
-def loss_surface(X, y, X_val, y_val, y_poison: int, *, C: float, resolution: int = 25
-                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Validation hinge loss of the SVM retrained with a poison point at each node of a grid.
-
-    Args:
-        X, y, X_val, y_val: 2-D training and validation sets, labels in {-1, +1}.
-        y_poison: the poison point's label.
-        C: the SVM's constant > 0 (on the n + 1 points).
-        resolution: grid nodes per axis over [0, 1], >= 2.
-
-    Returns:
-        ``(g1, g2, loss)``: the node coordinates (resolution,) each and the losses
-        (resolution, resolution), ``loss[i, j]`` at ``x_poison = (g1[j], g2[i])``
-        (the layout ``contourf(g1, g2, loss)`` expects).
-
-    Raises:
-        ValueError: if the data are not 2-D, resolution < 2, or as :func:`poisoned_boundary`.
-    """
-    if isinstance(resolution, bool) or not isinstance(resolution, int) or resolution < 2:
-        raise ValueError(f"resolution must be an integer >= 2, got {resolution!r}")
-    Xtr, ytr, Xv, yv, _, yc, C, _ = poisoning._check_attack(X, y, X_val, y_val, np.full(2, 0.5),
-                                                            y_poison, C, poisoning.DEFAULT_TOL)
-    if Xtr.shape[1] != 2:
-        raise ValueError(f"X must be 2-D points (n, 2), got {Xtr.shape}")
-    g = np.linspace(0.0, 1.0, resolution)
-    loss = np.empty((resolution, resolution))
-    y_all = np.append(ytr, yc)
-    alpha = None
-    for i, x2 in enumerate(g):
-        for j, x1 in enumerate(g if i % 2 == 0 else g[::-1]):  # snake: warm starts stay close
-            sol = poisoning._fit(np.vstack([Xtr, [x1, x2]]), y_all, C, poisoning.DEFAULT_TOL, alpha)
-            alpha = sol.alpha
-            loss[i, j if i % 2 == 0 else resolution - 1 - j] = poisoning.hinge_loss(sol.w, sol.b, Xv, yv)
-    return g, g.copy(), loss
+__all__ = ["PoisonExplorer", "PoisonedBoundary", "loss_surface", "plot_poisoning", "poison_explorer",
+           "poisoned_boundary"]
 
 
 def _line(ax: Axes, w: np.ndarray, b: float, **kwargs) -> None:
@@ -142,7 +54,7 @@ def plot_poisoning(ax: Axes, X, y, x_poison, y_poison: int, result: PoisonedBoun
     Returns:
         ax, titled with the validation errors before and after.
     """
-    Xn, yn, xc = _np(X), _np(y), _np(x_poison)
+    Xn, yn, xc = as_numpy(X, "X"), as_numpy(y, "y"), as_numpy(x_poison, "x_poison")
     if surface is not None:
         cs = ax.contourf(*surface, levels=15, cmap="Greys", alpha=0.6)
         ax.figure.colorbar(cs, ax=ax, label="validation hinge loss")
@@ -165,7 +77,7 @@ def plot_poisoning(ax: Axes, X, y, x_poison, y_poison: int, result: PoisonedBoun
     return ax
 
 
-class PoisonExplorer(widgets.VBox):
+class PoisonExplorer(Explorer):
     """Sliders for the poison point's coordinates and a label switch above :func:`plot_poisoning`.
 
     Build it with :func:`poison_explorer`. Attributes: ``x1``, ``x2`` (``FloatSlider`` in
@@ -182,24 +94,21 @@ class PoisonExplorer(widgets.VBox):
                                       description="x2", continuous_update=False)
         self.label = widgets.ToggleButtons(options=[("-1", -1), ("+1", 1)], value=int(y_poison),
                                            description="label")
-        self.figure = Figure(figsize=figsize, layout="constrained")
-        FigureCanvasAgg(self.figure)
-        self.ax = self.figure.subplots()
-        self.image = widgets.Image(format="png")
+        figure = new_figure(figsize)
+        self.ax = figure.subplots()
         self.result: PoisonedBoundary | None = None
-        super().__init__([widgets.HBox([self.x1, self.x2]), self.label, self.image])
-        for w in (self.x1, self.x2, self.label):
-            w.observe(self.redraw, names="value")
-        self.redraw()
+        # the sliders side by side, the label switch below them
+        super().__init__([self.x1, self.x2], figure, extra=[self.label])
+        self.controls.append(self.label)
+        self.label.observe(self.redraw, names="value")
 
-    def redraw(self, change: dict | None = None) -> None:
-        """Retrain with the widgets' poison point and redraw; the widgets' callback."""
+    def draw(self) -> None:
+        """Retrain with the widgets' poison point and redraw."""
         xc = np.array([self.x1.value, self.x2.value], dtype=float)
         yc = int(self.label.value)
         self.result = poisoned_boundary(self.X, self.y, self.X_val, self.y_val, xc, yc, C=self.C)
         self.ax.clear()
         plot_poisoning(self.ax, self.X, self.y, xc, yc, self.result)
-        self.image.value = png_bytes(self.figure)
 
 
 def poison_explorer(X, y, X_val, y_val, *, x_poison=(0.5, 0.5), y_poison: int = -1, C: float = 10.0,
@@ -218,10 +127,19 @@ def poison_explorer(X, y, X_val, y_val, *, x_poison=(0.5, 0.5), y_poison: int = 
 
     Raises:
         ValueError: if the data are not 2-D, or as :func:`poisoned_boundary`.
+
+    Examples:
+        >>> X, y = np.array([[0.1, 0.1], [0.2, 0.3], [0.9, 0.9], [0.8, 0.7]]), np.array([-1.0, -1, 1, 1])
+        >>> explorer = poison_explorer(X, y, X, y, x_poison=(0.9, 0.8), C=10.0)
+        >>> explorer.x1.value = 0.5  # retrains and redraws
+        >>> explorer.result.error_clean
+        0.0
     """
-    xc = _np(np.asarray(x_poison, dtype=float) if not hasattr(x_poison, "shape") else x_poison)
-    Xtr, ytr, Xv, yv, xc, yc, C, _ = poisoning._check_attack(X, y, X_val, y_val, xc, y_poison, C,
-                                                             poisoning.DEFAULT_TOL)
-    if Xtr.shape[1] != 2:
-        raise ValueError(f"X must be 2-D points (n, 2), got {Xtr.shape}")
-    return PoisonExplorer(Xtr, ytr, Xv, yv, x_poison=xc, y_poison=int(yc), C=C, figsize=figsize)
+    C = _checks.number(C, "C", gt=0)
+    Xn = as_numpy(X, "X")
+    xc = as_numpy(np.asarray(x_poison, dtype=float) if not hasattr(x_poison, "shape") else x_poison, "x_poison")
+    if Xn.ndim != 2 or Xn.shape[1] != 2:
+        raise ValueError(f"X must be 2-D points (n, 2), got {Xn.shape}")
+    poisoned_boundary(X, y, X_val, y_val, xc, y_poison, C=C)  # checks the rest (two small SVMs)
+    yn, Xv, yv = as_numpy(y, "y"), as_numpy(X_val, "X_val"), as_numpy(y_val, "y_val")
+    return PoisonExplorer(Xn, yn, Xv, yv, x_poison=xc, y_poison=int(y_poison), C=C, figsize=figsize)

@@ -81,3 +81,27 @@ def test_bad_input(data):
         PW.poison_explorer(X, y, Xv, yv, y_poison=0)
     with pytest.raises(ValueError, match="resolution"):
         PW.loss_surface(X, y, Xv, yv, -1, C=1.0, resolution=1)
+
+
+def test_computations_live_in_the_library_and_the_explorer_on_the_base(data):
+    from course_lib.widgets.explorer import Explorer
+
+    assert PW.poisoned_boundary is P.poisoned_boundary and PW.loss_surface is P.loss_surface
+    assert PW.PoisonedBoundary is P.PoisonedBoundary
+    X, y, Xv, yv = data
+    ex = PW.poison_explorer(X, y, Xv, yv, C=30.0)
+    assert isinstance(ex, Explorer) and ex.controls == [ex.x1, ex.x2, ex.label]
+    assert ex.children[1] is ex.label and ex.children[-1] is ex.image
+
+
+def test_docstring_examples():
+    import doctest
+
+    assert doctest.testmod(PW).failed == 0
+
+
+def test_argument_policy(data):
+    from argument_policy import check_policy
+
+    X, y, Xv, yv = data
+    check_policy(lambda v: PW.poison_explorer(X, y, Xv, yv, C=v).result.w_poisoned, "C", 30.0, np.array_equal)

@@ -451,3 +451,124 @@ def test_counts_may_be_integer_tensors():
     for bad in (torch.tensor(794.0), torch.tensor(True), counts):
         with pytest.raises(ValueError, match="k must be an integer"):
             lower_confidence_bound(bad, 1000, 0.001)
+
+
+# --- certified accuracy ------------------------------------------------------------------
+
+def test_certified_accuracy_at_matches_a_brute_force_count():
+    gen = torch.Generator().manual_seed(0)
+    n_inputs = 257
+    labels = torch.randint(0, 4, (n_inputs,), generator=gen)
+    classes = torch.randint(-1, 4, (n_inputs,), generator=gen)  # -1 = ABSTAIN
+    radii = torch.where(classes == ABSTAIN, 0.0, torch.rand(n_inputs, generator=gen, dtype=torch.float64))
+    grid = [0.0, *radii[:5].tolist(), *np.linspace(0, 1.2, 13)]  # some radii exactly on an input's
+    got = smoothing.certified_accuracy_at(classes, radii, labels, grid)
+    assert isinstance(got, list) and len(got) == len(grid)
+    for r, acc in zip(grid, got):
+        count = sum(1 for i in range(n_inputs)
+                    if int(classes[i]) != ABSTAIN and int(classes[i]) == int(labels[i]) and float(radii[i]) >= r)
+        assert acc == pytest.approx(count / n_inputs, rel=1e-15, abs=0)
+    # one radius gives one float; arrays and tensors of radii give lists
+    one = smoothing.certified_accuracy_at(classes, radii, labels, grid[3])
+    assert isinstance(one, float) and one == got[3]
+    assert smoothing.certified_accuracy_at(classes, radii, labels, np.float64(0.3)) == \
+        smoothing.certified_accuracy_at(classes, radii, labels, [0.3])[0]
+    assert smoothing.certified_accuracy_at(classes, radii, labels, np.linspace(0, 1.2, 13)) == got[6:]
+    assert smoothing.certified_accuracy_at(classes, radii, labels, torch.linspace(0, 1, 3)) == \
+        smoothing.certified_accuracy_at(classes, radii, labels, [0.0, 0.5, 1.0])
+
+
+def test_certified_accuracy_at_is_what_lecture_5_computed():
+    # the lecture's own definition, which the library function replaced (same operations)
+    gen = torch.Generator().manual_seed(1)
+    labels = torch.randint(0, 10, (200,), generator=gen)
+    classes = torch.where(torch.rand(200, generator=gen) < 0.8, labels, torch.randint(-1, 10, (200,), generator=gen))
+    radii = torch.rand(200, generator=gen, dtype=torch.float64) * (classes != ABSTAIN)
+    for r in np.linspace(0, 1.5, 61):
+        lecture = float(((classes == labels) & (radii >= r)).double().mean())
+        assert smoothing.certified_accuracy_at(classes, radii, labels, r) == lecture
+
+
+def test_certified_accuracy_at_rejects_bad_arguments():
+    c, r, y = torch.tensor([0, 1]), torch.tensor([0.5, 0.5]), torch.tensor([0, 1])
+    with pytest.raises(ValueError, match="radius"):
+        smoothing.certified_accuracy_at(c, r, y, -0.1)
+    with pytest.raises(ValueError, match="radius"):
+        smoothing.certified_accuracy_at(c, r, y, [0.1, float("nan")])
+    with pytest.raises(ValueError, match="labels"):
+        smoothing.certified_accuracy_at(c, r, torch.tensor([0, 1, 2]), 0.1)
+    with pytest.raises(ValueError, match="radii"):
+        smoothing.certified_accuracy_at(c, [0.5, 0.5], y, 0.1)
+
+
+# --- docstrings and the argument policy ----------------------------------------------------
+
+def test_docstring_examples():
+    import doctest
+
+    assert doctest.testmod(smoothing).failed == 0
+
+
+def _half_plane(z):
+    return torch.stack([-z[:, 0], z[:, 0]], 1)  # class 1 where z_0 > 0
+
+
+def _smooth(**kw):
+    return Smooth(_half_plane, **{"num_classes": 2, "sigma": 0.5, **kw})
+
+
+_X = torch.tensor([0.3, 0.0])
+_XS = torch.tensor([[0.3, 0.0], [-0.6, 1.0], [0.0, 0.0]])
+
+
+def _seeded():
+    return torch.Generator().manual_seed(0)
+
+
+def _certify(**kw):
+    return _smooth().certify(_X, **{"n0": 10, "n": 50, "alpha": 0.125, "batch_size": 16, **kw}, generator=_seeded())
+
+
+def _certify_batch(**kw):
+    args = {"n0": 10, "n": 50, "alpha": 0.125, "batch_size": 16, **kw}
+    classes, radii = _smooth().certify_batch(_XS, **args, generator=_seeded())
+    return classes.tolist(), radii.tolist()
+
+
+def _predict(**kw):
+    return _smooth().predict(_X, **{"n": 50, "alpha": 0.125, "batch_size": 16, **kw}, generator=_seeded())
+
+
+_CERTIFIED = (torch.tensor([1, 0, ABSTAIN]), torch.tensor([0.3, 0.6, 0.0], dtype=torch.float64), torch.tensor([1, 0, 0]))
+
+POLICY = [
+    (lambda v: lower_confidence_bound(v, 10, 0.01), "k", 7),
+    (lambda v: lower_confidence_bound(7, v, 0.01), "n", 10),
+    (lambda v: lower_confidence_bound(7, 10, v), "alpha", 0.125),
+    (lambda v: smoothing.certified_radius(v, 0.5), "p_lower", 0.75),
+    (lambda v: smoothing.certified_radius(0.75, v), "sigma", 0.5),
+    (lambda v: _smooth(num_classes=v).num_classes, "num_classes", 2),
+    (lambda v: _smooth(sigma=v).sigma, "sigma", 0.5),
+    (lambda v: _smooth(input_shape=(v,)).input_shape, "input_shape", 2),
+    (lambda v: _smooth().sample_counts(_X, v, 16, generator=_seeded()).tolist(), "num", 50),
+    (lambda v: _smooth().sample_counts(_X, 50, v, generator=_seeded()).tolist(), "batch_size", 16),
+    (lambda v: _predict(n=v), "n", 50),
+    (lambda v: _predict(alpha=v), "alpha", 0.125),
+    (lambda v: _predict(batch_size=v), "batch_size", 16),
+    (lambda v: _certify(n0=v), "n0", 10),
+    (lambda v: _certify(n=v), "n", 50),
+    (lambda v: _certify(alpha=v), "alpha", 0.125),
+    (lambda v: _certify(batch_size=v), "batch_size", 16),
+    (lambda v: _certify_batch(n0=v), "n0", 10),
+    (lambda v: _certify_batch(n=v), "n", 50),
+    (lambda v: _certify_batch(alpha=v), "alpha", 0.125),
+    (lambda v: _certify_batch(batch_size=v), "batch_size", 16),
+    (lambda v: smoothing.certified_accuracy_at(*_CERTIFIED, v), "radius", 0.5),
+]
+
+
+@pytest.mark.parametrize("call, name, value", POLICY, ids=[f"{i}-{c[1]}" for i, c in enumerate(POLICY)])
+def test_argument_policy(call, name, value):
+    from argument_policy import check_policy
+
+    check_policy(call, name, value, lambda a, b: a == b)

@@ -2,139 +2,43 @@
 
 :func:`plot_neyman_pearson` draws the worst case of the binary certification theorem: two
 Gaussians, ``N(x, sigma^2 I)`` and ``N(x + delta, sigma^2 I)``, and the half-space that holds
-``p_A`` of the first (:func:`neyman_pearson_halfspace` gives its numbers).
+``p_A`` of the first (:func:`course_lib.smoothing_2d.neyman_pearson_halfspace` gives its numbers).
 
-:func:`toy_classifier` is a hand-made base classifier ``f`` on the plane with three classes:
-a small disk (class 0) in the middle of two half-planes (classes 1 and 2), so that smoothing
-has something to erase. :func:`smoothed_map` runs CERTIFY (:class:`course_lib.smoothing.Smooth`)
-at every point of a grid and returns the base class, the smoothed class (``-1`` where it
-abstains) and the certified L2 radius; :func:`plot_smoothed_map` draws them side by side.
+:func:`plot_smoothed_map` draws what :func:`course_lib.smoothing_2d.smoothed_map` computes
+(CERTIFY at every point of a grid, here of :func:`~course_lib.smoothing_2d.toy_classifier`,
+a small disk between two half-planes): the base and the smoothed classes side by side.
 :func:`sigma_explorer` puts a sigma slider above that picture: as sigma grows, the smoothed
 classifier forgets the small disk (its class never wins half of the noise), abstains along
 the boundaries, and certifies larger radii far from them.
 
-As in :mod:`course_lib.widgets`, the picture is a matplotlib ``Figure`` outside pyplot shown
-through an ``ipywidgets.Image``. Names follow :mod:`course_lib.smoothing`.
+The computations live in :mod:`course_lib.smoothing_2d` and are importable from here too
+(``toy_classifier``, ``ToyClassifier``, ``smoothed_map``, ``SmoothedMap``,
+``neyman_pearson_halfspace``). As in :mod:`course_lib.widgets`, the picture is a matplotlib
+``Figure`` outside pyplot shown through an ``ipywidgets.Image``.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
-from dataclasses import dataclass
 from statistics import NormalDist
 
 import ipywidgets as widgets
 import numpy as np
-import torch
 from matplotlib.axes import Axes
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import ListedColormap
-from matplotlib.figure import Figure
-from torch import Tensor, nn
+from torch import nn
 
-from course_lib.smoothing import ABSTAIN, Smooth
-from course_lib.widgets.explorer import png_bytes
+from course_lib import _checks
+from course_lib.smoothing import ABSTAIN
+from course_lib.smoothing_2d import (SmoothedMap, ToyClassifier, neyman_pearson_halfspace, smoothed_map,
+                                     toy_classifier)
+from course_lib.widgets.explorer import Explorer, new_figure
+
+__all__ = ["SigmaExplorer", "SmoothedMap", "ToyClassifier", "neyman_pearson_halfspace", "plot_neyman_pearson",
+           "plot_smoothed_map", "sigma_explorer", "smoothed_map", "toy_classifier"]
 
 CLASS_COLORS = ("#4c72b0", "#dd8452", "#55a868", "#c44e52", "#8172b3")
 ABSTAIN_COLOR = "#bbbbbb"
-
-
-class ToyClassifier(nn.Module):
-    """Three classes on the plane: 0 inside the disk of radius ``r`` about ``center``, else
-    1 where x >= 0 and 2 where x < 0. Logits are one-hot, so the argmax is the rule.
-
-    Maps points (N, 2) to logits (N, 3), on the points' device and dtype.
-    """
-
-    def __init__(self, center: Sequence[float] = (0.0, 0.0), r: float = 0.5) -> None:
-        super().__init__()
-        self.center = tuple(float(c) for c in center)
-        self.r = float(r)
-
-    def forward(self, x: Tensor) -> Tensor:
-        if x.ndim != 2 or x.shape[1] != 2:
-            raise ValueError(f"ToyClassifier takes points of shape (N, 2), got {tuple(x.shape)}")
-        center = torch.tensor(self.center, dtype=x.dtype, device=x.device)
-        inside = (x - center).norm(dim=1) < self.r
-        cls = torch.where(inside, 0, torch.where(x[:, 0] >= 0, 1, 2))
-        return nn.functional.one_hot(cls, 3).to(x.dtype)
-
-
-def toy_classifier(center: Sequence[float] = (0.0, 0.0), r: float = 0.5) -> ToyClassifier:
-    """The three-class base classifier of the demo (see :class:`ToyClassifier`)."""
-    if not r > 0:
-        raise ValueError(f"r must be > 0, got {r!r}")
-    return ToyClassifier(center, r)
-
-
-@dataclass(frozen=True)
-class SmoothedMap:
-    """CERTIFY on a grid. Arrays are (R, R) NumPy, rows along y, columns along x.
-
-    Attributes:
-        xs, ys: the grid's coordinates, (R,) each.
-        base: the base classifier's class at each grid point.
-        smoothed: the smoothed classifier's certified class, ``-1`` where it abstains.
-        radius: the certified L2 radius (0 where it abstains).
-        sigma, n0, n, alpha: the settings used.
-    """
-
-    xs: np.ndarray
-    ys: np.ndarray
-    base: np.ndarray
-    smoothed: np.ndarray
-    radius: np.ndarray
-    sigma: float
-    n0: int
-    n: int
-    alpha: float
-
-    @property
-    def max_radius(self) -> float:
-        """The largest radius ``n`` samples can certify: ``sigma * Phi^-1(alpha ** (1 / n))``."""
-        p = self.alpha ** (1 / self.n)
-        return self.sigma * NormalDist().inv_cdf(p) if p > 0.5 else 0.0
-
-
-def smoothed_map(base_classifier: nn.Module, num_classes: int, sigma: float, *,
-                 xlim: Sequence[float] = (-2.0, 2.0), ylim: Sequence[float] = (-2.0, 2.0),
-                 resolution: int = 41, n0: int = 20, n: int = 200, alpha: float = 0.01,
-                 batch_size: int = 20_000, seed: int = 0) -> SmoothedMap:
-    """Base class, smoothed class and certified radius at every point of a grid of the plane.
-
-    Args:
-        base_classifier: maps points (N, 2) to logits (N, num_classes).
-        num_classes: K >= 2.
-        sigma: noise standard deviation, > 0.
-        xlim, ylim: ``(low, high)`` of the grid, low < high.
-        resolution: R >= 2 points per axis.
-        n0, n, alpha, batch_size: CERTIFY's settings (:meth:`Smooth.certify_batch`).
-        seed: seeds the noise (a CPU generator; the grid lives on the CPU).
-
-    Returns:
-        A :class:`SmoothedMap`.
-
-    Raises:
-        ValueError: for bad limits or resolution, and as :class:`Smooth` does for the rest.
-    """
-    for name, lim in (("xlim", xlim), ("ylim", ylim)):
-        if len(lim) != 2 or not lim[0] < lim[1]:
-            raise ValueError(f"{name} must be (low, high) with low < high, got {lim!r}")
-    if isinstance(resolution, bool) or not isinstance(resolution, int) or resolution < 2:
-        raise ValueError(f"resolution must be an integer >= 2, got {resolution!r}")
-    smooth = Smooth(base_classifier, num_classes, sigma, input_shape=(2,))
-    xs = torch.linspace(float(xlim[0]), float(xlim[1]), resolution, dtype=torch.float64)
-    ys = torch.linspace(float(ylim[0]), float(ylim[1]), resolution, dtype=torch.float64)
-    gy, gx = torch.meshgrid(ys, xs, indexing="ij")
-    points = torch.stack([gx.flatten(), gy.flatten()], 1)
-    with torch.no_grad():
-        base = base_classifier(points).argmax(1)
-    classes, radii = smooth.certify_batch(points, n0, n, alpha, batch_size,
-                                          generator=torch.Generator().manual_seed(seed))
-    shape = (resolution, resolution)
-    return SmoothedMap(xs.numpy(), ys.numpy(), base.view(shape).numpy(), classes.view(shape).numpy(),
-                       radii.view(shape).numpy(), float(sigma), n0, n, float(alpha))
 
 
 def _regions(ax: Axes, m: SmoothedMap, classes: np.ndarray, num_classes: int) -> None:
@@ -179,12 +83,12 @@ def plot_smoothed_map(m: SmoothedMap, num_classes: int, *, axes: Sequence[Axes] 
     return axes
 
 
-class SigmaExplorer(widgets.VBox):
+class SigmaExplorer(Explorer):
     """A sigma slider above :func:`plot_smoothed_map`'s picture. Build it with :func:`sigma_explorer`.
 
     Attributes: ``sigma`` (the ``FloatSlider``; set ``.value`` to move it from code),
     ``image`` (the ``ipywidgets.Image``), ``figure``, ``axes``, and ``map``, the
-    :class:`SmoothedMap` last drawn.
+    :class:`SmoothedMap` last drawn; ``controls`` is ``[sigma]`` (see :class:`Explorer`).
     """
 
     def __init__(self, base_classifier: nn.Module, num_classes: int, *, sigma: float,
@@ -193,21 +97,16 @@ class SigmaExplorer(widgets.VBox):
         self.sigma = widgets.FloatSlider(value=sigma, min=sigma_range[0], max=sigma_range[1],
                                          step=(sigma_range[1] - sigma_range[0]) / 40, description="sigma",
                                          continuous_update=False, readout_format=".2f")
-        self.figure = Figure(figsize=figsize, layout="constrained")
-        FigureCanvasAgg(self.figure)
-        self.axes = self.figure.subplots(1, 2)
-        self.image = widgets.Image(format="png")
-        super().__init__([self.sigma, self.image])
-        self.sigma.observe(self.redraw, names="value")
-        self.redraw()
+        figure = new_figure(figsize)
+        self.axes = figure.subplots(1, 2)
+        super().__init__([self.sigma], figure)
 
-    def redraw(self, change: dict | None = None) -> None:
-        """Recompute the map at the slider's sigma and redraw; the slider's callback."""
+    def draw(self) -> None:
+        """Recompute the map at the slider's sigma and draw it."""
         self.map = smoothed_map(self.base_classifier, self.num_classes, float(self.sigma.value), **self.settings)
         for ax in self.axes:
             ax.clear()
         plot_smoothed_map(self.map, self.num_classes, axes=self.axes)
-        self.image.value = png_bytes(self.figure)
 
 
 def sigma_explorer(base_classifier: nn.Module | None = None, num_classes: int = 3, *, sigma: float = 0.25,
@@ -229,40 +128,26 @@ def sigma_explorer(base_classifier: nn.Module | None = None, num_classes: int = 
         A :class:`SigmaExplorer` (an ``ipywidgets.VBox``); display it in a notebook.
 
     Raises:
-        ValueError: if ``sigma_range`` is not ``0 < low < high`` or ``sigma`` lies outside it,
-            and as :func:`smoothed_map` does for the rest.
+        ArgumentError (a ValueError): if ``sigma_range`` is not ``0 < low < high`` or ``sigma``
+            lies outside it, and as :func:`smoothed_map` does for the rest.
+
+    Examples:
+        >>> explorer = sigma_explorer(sigma=0.25, resolution=9, n=50)  # display it in a notebook
+        >>> explorer.sigma.value = 0.8  # moves the slider and redraws
+        >>> explorer.map.sigma
+        0.8
     """
-    if len(sigma_range) != 2 or not 0 < sigma_range[0] < sigma_range[1] < math.inf:
-        raise ValueError(f"sigma_range must be (low, high) with 0 < low < high, got {sigma_range!r}")
-    if isinstance(sigma, bool) or not isinstance(sigma, (int, float)) or not sigma_range[0] <= sigma <= sigma_range[1]:
-        raise ValueError(f"sigma must be a number in sigma_range={tuple(sigma_range)}, got {sigma!r}")
+    num_classes = _checks.integer(num_classes, "num_classes", ge=2)
+    if len(sigma_range) != 2:
+        raise _checks.fail("sigma_range", "(low, high) with 0 < low < high", sigma_range)
+    low, high = (_checks.number(v, "sigma_range", gt=0) for v in sigma_range)
+    if not low < high:
+        raise _checks.fail("sigma_range", "(low, high) with 0 < low < high", sigma_range)
+    sigma = _checks.number(sigma, "sigma", ge=low, le=high)
     base = toy_classifier() if base_classifier is None else base_classifier
     settings = dict(xlim=tuple(xlim), ylim=tuple(ylim), resolution=resolution, n0=n0, n=n, alpha=alpha, seed=seed)
-    smoothed_map(base, num_classes, float(sigma), **{**settings, "resolution": 2})  # fail early on bad settings
-    return SigmaExplorer(base, num_classes, sigma=float(sigma), sigma_range=tuple(sigma_range),
-                         settings=settings, figsize=figsize)
-
-
-def neyman_pearson_halfspace(p_a: float, delta_norm: float, sigma: float) -> tuple[float, float]:
-    """The worst case of the binary theorem in numbers: the half-space ``H = {z : delta.(z - x) <= beta}``
-    that holds ``p_a`` of ``N(x, sigma^2 I)`` holds ``Phi(Phi^-1(p_a) - ||delta|| / sigma)`` of
-    ``N(x + delta, sigma^2 I)``.
-
-    Args:
-        p_a: the probability of class A at x, in (0, 1).
-        delta_norm: ``||delta||_2 >= 0``.
-        sigma: noise standard deviation, > 0.
-
-    Returns:
-        ``(beta, p_shifted)``: the offset ``beta = sigma ||delta|| Phi^-1(p_a)`` of the half-space
-        and its probability under the shifted Gaussian.
-    """
-    if not 0 < p_a < 1:
-        raise ValueError(f"p_a must be in (0, 1), got {p_a!r}")
-    if not delta_norm >= 0 or not sigma > 0:
-        raise ValueError(f"need delta_norm >= 0 and sigma > 0, got delta_norm={delta_norm!r}, sigma={sigma!r}")
-    z = NormalDist().inv_cdf(p_a)
-    return sigma * delta_norm * z, NormalDist().cdf(z - delta_norm / sigma)
+    smoothed_map(base, num_classes, sigma, **{**settings, "resolution": 2})  # fail early on bad settings
+    return SigmaExplorer(base, num_classes, sigma=sigma, sigma_range=(low, high), settings=settings, figsize=figsize)
 
 
 def plot_neyman_pearson(p_a: float, delta_norm: float, sigma: float = 1.0, *, ax: Axes | None = None,
@@ -281,7 +166,8 @@ def plot_neyman_pearson(p_a: float, delta_norm: float, sigma: float = 1.0, *, ax
     Returns:
         The Axes.
     """
-    beta, p_shifted = neyman_pearson_halfspace(p_a, delta_norm, sigma)
+    beta, p_shifted = neyman_pearson_halfspace(p_a, delta_norm, sigma)  # checks the three
+    p_a, delta_norm, sigma = float(p_a), float(delta_norm), float(sigma)
     if ax is None:
         import matplotlib.pyplot as plt  # only when the caller gave no Axes
 

@@ -28,14 +28,16 @@ Nothing here modifies its inputs in place; results are new tensors on the input'
 
 from __future__ import annotations
 
-import contextlib
 import math
-import numbers
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
+
+from course_lib import _checks
+from course_lib.device import model_device
+from course_lib.models import evaluating
 
 POSITIONS = ("bottom_right", "bottom_left", "top_right", "top_left", "center")
 PATCH_KINDS = ("checkerboard", "square")
@@ -63,8 +65,7 @@ class Trigger:
             raise ValueError(f"pattern must be a non-empty float tensor (C, h, w), got {got}")
         if not (p.min() >= 0 and p.max() <= 1):  # also catches nan
             raise ValueError("pattern must have values in [0, 1]")
-        if isinstance(self.alpha, bool) or not isinstance(self.alpha, (int, float)) or not 0 < self.alpha <= 1:
-            raise ValueError(f"alpha must be a number in (0, 1], got {self.alpha!r}")
+        object.__setattr__(self, "alpha", _checks.number(self.alpha, "alpha", gt=0, le=1))
 
     @property
     def size(self) -> tuple[int, int]:
@@ -83,14 +84,15 @@ def patch_trigger(size: int = 3, *, kind: str = "checkerboard", channels: int = 
 
     Returns:
         A :class:`Trigger` with pattern (channels, size, size) and alpha 1.
+
+    Examples:
+        >>> patch_trigger(2).pattern
+        tensor([[[1., 0.],
+                 [0., 1.]]])
     """
-    if isinstance(size, bool) or not isinstance(size, numbers.Integral) or size < 1:
-        raise ValueError(f"size must be an integer >= 1, got {size!r}")
-    if kind not in PATCH_KINDS:
-        raise ValueError(f"kind must be one of {PATCH_KINDS}, got {kind!r}")
-    if isinstance(channels, bool) or not isinstance(channels, numbers.Integral) or channels < 1:
-        raise ValueError(f"channels must be an integer >= 1, got {channels!r}")
-    size, channels = int(size), int(channels)
+    size = _checks.integer(size, "size", ge=1)
+    kind = _checks.choice(kind, "kind", PATCH_KINDS)
+    channels = _checks.integer(channels, "channels", ge=1)
     if kind == "square":
         pattern = torch.ones(channels, size, size)
     else:
@@ -112,11 +114,20 @@ def blend_trigger(shape: Sequence[int], alpha: float = 0.2, *, seed: int = 0) ->
 
     Returns:
         A :class:`Trigger` with pattern of ``shape`` and opacity ``alpha``.
+
+    Examples:
+        >>> trigger = blend_trigger((1, 28, 28), alpha=0.2)
+        >>> trigger.pattern.shape, trigger.alpha
+        (torch.Size([1, 28, 28]), 0.2)
     """
     shape = tuple(shape)
-    if len(shape) != 3 or not all(isinstance(s, int) and s > 0 for s in shape):
-        raise ValueError(f"shape must be (C, H, W) of positive integers, got {shape!r}")
-    gen = torch.Generator().manual_seed(seed)
+    try:
+        if len(shape) != 3:
+            raise _checks.fail("shape", "3 sizes", shape)
+        shape = tuple(_checks.integer(s, "shape", ge=1) for s in shape)
+    except _checks.ArgumentError:
+        raise _checks.fail("shape", "(C, H, W) of positive integers", shape) from None
+    gen = torch.Generator().manual_seed(_checks.integer(seed, "seed"))
     return Trigger(torch.rand(shape, generator=gen), alpha)
 
 
@@ -146,6 +157,10 @@ def trigger_window(image_size: tuple[int, int], trigger: Trigger,
 
     Raises:
         ValueError: for an unknown position, or a window that does not fit in the image.
+
+    Examples:
+        >>> trigger_window((28, 28), patch_trigger(3)), trigger_window((28, 28), patch_trigger(3), "top_left")
+        ((25, 25), (0, 0))
     """
     H, W = image_size
     h, w = trigger.size
@@ -157,10 +172,12 @@ def trigger_window(image_size: tuple[int, int], trigger: Trigger,
         if position not in corners:
             raise ValueError(f"position must be one of {POSITIONS} or (row, col), got {position!r}")
         return corners[position]
-    if (not isinstance(position, (tuple, list)) or len(position) != 2
-            or not all(isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in position)):
-        raise ValueError(f"position must be one of {POSITIONS} or a pair of ints (row, col), got {position!r}")
-    row, col = (int(v) for v in position)
+    try:
+        if not isinstance(position, (tuple, list)) or len(position) != 2:
+            raise _checks.fail("position", "a pair", position)
+        row, col = (_checks.integer(v, "position") for v in position)
+    except _checks.ArgumentError:
+        raise _checks.fail("position", f"one of {POSITIONS} or a pair of ints (row, col)", position) from None
     if not (0 <= row <= H - h and 0 <= col <= W - w):
         raise ValueError(f"a trigger of size {(h, w)} at position (row, col) = {(row, col)} does not fit "
                          f"in images of size {(H, W)}: need 0 <= row <= {H - h} and 0 <= col <= {W - w}")
@@ -182,6 +199,13 @@ def apply_trigger(x: Tensor, trigger: Trigger | None = None, *, position: Positi
     Raises:
         ValueError: if x is not a float tensor of rank 3 or 4 in [0, 1], the pattern's channels are
             neither 1 nor x's, or the trigger does not fit at ``position``.
+
+    Examples:
+        >>> apply_trigger(torch.zeros(1, 1, 4, 4), patch_trigger(2))[0, 0]
+        tensor([[0., 0., 0., 0.],
+                [0., 0., 0., 0.],
+                [0., 0., 1., 0.],
+                [0., 0., 0., 1.]])
     """
     trigger = patch_trigger() if trigger is None else trigger
     if not isinstance(trigger, Trigger):
@@ -212,13 +236,14 @@ def _check_labels(y: Tensor, n: int) -> None:
 
 
 def _check_target(target_label: int, y: Tensor, num_classes: int | None) -> int:
+    """The target label as an int, checked against ``num_classes`` (default ``y.max() + 1``)."""
     if num_classes is None:
         num_classes = int(y.max().item()) + 1 if y.numel() else 0
-    if isinstance(target_label, bool) or not isinstance(target_label, numbers.Integral):
-        raise ValueError(f"target_label must be an int, got {target_label!r}")
-    if not 0 <= target_label < num_classes:
-        raise ValueError(f"target_label must be a class in [0, {num_classes}), got {target_label}")
-    return num_classes
+    num_classes = _checks.integer(num_classes, "num_classes", ge=0)
+    target = _checks.integer(target_label, "target_label")
+    if not 0 <= target < num_classes:
+        raise _checks.fail("target_label", f"a class in [0, {num_classes})", target_label)
+    return target
 
 
 def poison_count(rate: float, candidates: int) -> int:
@@ -226,9 +251,13 @@ def poison_count(rate: float, candidates: int) -> int:
 
     The nearest integer to ``rate * candidates``, halves rounded up (2.5 -> 3); rate 0 gives 0
     and rate 1 gives every candidate.
+
+    Examples:
+        >>> poison_count(0.1, 25), poison_count(0.1, 24)
+        (3, 2)
     """
-    if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 <= rate <= 1:
-        raise ValueError(f"rate must be a number in [0, 1], got {rate!r}")
+    rate = _checks.number(rate, "rate", ge=0, le=1)
+    candidates = _checks.integer(candidates, "candidates", ge=0)
     return min(candidates, math.floor(rate * candidates + 0.5))
 
 
@@ -261,16 +290,22 @@ def poison_dataset(X: Tensor, y: Tensor, rate: float, target_label: int, *, trig
     Raises:
         ValueError: for rate outside [0, 1], a target label out of range, images not (N, C, H, W)
             in [0, 1], labels not int64 (N,), or a trigger that does not fit.
+
+    Examples:
+        >>> X, y = torch.rand(10, 1, 8, 8), torch.arange(10) % 2
+        >>> X_poisoned, y_poisoned, idx = poison_dataset(X, y, 0.4, target_label=0)
+        >>> len(idx), y_poisoned[idx].tolist()
+        (2, [0, 0])
     """
     _check_images(X, "X")
     if X.ndim != 4:
         raise ValueError(f"X must be a batch of images (N, C, H, W), got shape {tuple(X.shape)}")
     _check_labels(y, X.shape[0])
-    _check_target(target_label, y, num_classes)
+    target_label = _check_target(target_label, y, num_classes)
     trigger = patch_trigger() if trigger is None else trigger
     candidates = torch.nonzero(y.cpu() != target_label).flatten()
     k = poison_count(rate, candidates.numel())
-    gen = torch.Generator().manual_seed(seed)
+    gen = torch.Generator().manual_seed(_checks.integer(seed, "seed"))
     chosen = candidates[torch.randperm(candidates.numel(), generator=gen)[:k]].sort().values
     trigger_window((X.shape[-2], X.shape[-1]), trigger, position)  # fails early, even when k = 0
     idx = chosen.to(X.device)
@@ -281,36 +316,19 @@ def poison_dataset(X: Tensor, y: Tensor, rate: float, target_label: int, *, trig
     return X_poisoned, y_poisoned, idx
 
 
-def _model_device(model: nn.Module) -> torch.device:
-    param = next(model.parameters(), None)
-    return param.device if param is not None else torch.device("cpu")
-
-
-@contextlib.contextmanager
-def _evaluating(model: nn.Module) -> Iterator[torch.device]:
-    """Eval mode without gradients (the mode is restored); yields the model's device."""
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            yield _model_device(model)
-    finally:
-        model.train(was_training)
-
-
 def _predict(model: nn.Module, X: Tensor, batch_size: int) -> Tensor:
     """argmax predictions (N,) on the model's device, in eval mode (the mode is restored)."""
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
-    with _evaluating(model) as device:
+    batch_size = _checks.integer(batch_size, "batch_size", ge=1)
+    device = model_device(model)
+    with evaluating(model, grad=False):
         preds = [model(X[i:i + batch_size].to(device)).argmax(1) for i in range(0, X.shape[0], batch_size)]
     return torch.cat(preds)
 
 
 def _logit_count(model: nn.Module, X: Tensor) -> int:
     """K, the width of the model's logits (one forward pass of one image)."""
-    with _evaluating(model) as device:
-        return int(model(X[:1].to(device)).shape[1])
+    with evaluating(model, grad=False):
+        return int(model(X[:1].to(model_device(model))).shape[1])
 
 
 def clean_accuracy(model: nn.Module, X: Tensor, y: Tensor, *, batch_size: int = 256) -> float:
@@ -353,6 +371,12 @@ def attack_success_rate(model: nn.Module, X: Tensor, y: Tensor, target_label: in
 
     Raises:
         ValueError: for bad images, labels or target, or when every label is the target.
+
+    Examples:
+        >>> model = nn.Sequential(nn.Flatten(), nn.Linear(64, 2))
+        >>> X, y = torch.rand(10, 1, 8, 8), torch.arange(10) % 2
+        >>> 0 <= attack_success_rate(model, X, y, target_label=0) <= 1
+        True
     """
     _check_images(X, "X")
     if X.ndim != 4:
@@ -360,7 +384,7 @@ def attack_success_rate(model: nn.Module, X: Tensor, y: Tensor, target_label: in
     _check_labels(y, X.shape[0])
     if num_classes is None and X.shape[0] > 0:  # not y.max() + 1: a subset may lack the top classes
         num_classes = _logit_count(model, X)
-    _check_target(target_label, y, num_classes)
+    target_label = _check_target(target_label, y, num_classes)
     keep = (y != target_label).to(X.device)
     if not keep.any():
         raise ValueError(f"every test label is the target {target_label}: the attack success rate is undefined")

@@ -49,6 +49,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from course_lib import _checks
+
 MESSAGE_BITS = 8
 """Bits of the message (the target class): classes 0 to 255."""
 
@@ -69,12 +71,14 @@ def generate_key(seed: int | None = None) -> bytes:
 
     Returns:
         ``KEY_BYTES`` bytes.
+
+    Examples:
+        >>> len(generate_key()), generate_key(seed=0) == generate_key(seed=0)
+        (32, True)
     """
     if seed is None:
         return secrets.token_bytes(KEY_BYTES)
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise ValueError(f"seed must be an int or None, got {seed!r}")
-    return random.Random(seed).randbytes(KEY_BYTES)
+    return random.Random(_checks.integer(seed, "seed")).randbytes(KEY_BYTES)
 
 
 def _check_key(key: bytes) -> bytes:
@@ -84,9 +88,7 @@ def _check_key(key: bytes) -> bytes:
 
 
 def _check_tag_bits(tag_bits: int) -> int:
-    if isinstance(tag_bits, bool) or not isinstance(tag_bits, int) or not 1 <= tag_bits <= 256:
-        raise ValueError(f"tag_bits must be an integer in [1, 256] (SHA-256 has 256 bits), got {tag_bits!r}")
-    return tag_bits
+    return _checks.integer(tag_bits, "tag_bits", ge=1, le=256)  # SHA-256 has 256 bits
 
 
 def tag_positions(key: bytes, shape: tuple[int, ...], tag_bits: int = TAG_BITS) -> np.ndarray:
@@ -107,8 +109,13 @@ def tag_positions(key: bytes, shape: tuple[int, ...], tag_bits: int = TAG_BITS) 
 
     Raises:
         ValueError: if the image has fewer than ``MESSAGE_BITS + tag_bits`` pixels.
+
+    Examples:
+        >>> tag_positions(generate_key(seed=0), (1, 8, 8)).shape  # 8 message bits + 32 tag bits
+        (40,)
     """
-    return _positions(_check_key(key), tuple(int(s) for s in shape), _check_tag_bits(tag_bits)).copy()
+    shape = tuple(_checks.integer(s, "shape", ge=1) for s in shape)
+    return _positions(_check_key(key), shape, _check_tag_bits(tag_bits)).copy()
 
 
 @functools.lru_cache(maxsize=64)
@@ -168,6 +175,12 @@ def activate(x: Tensor, target: int | Tensor, key: bytes, *, tag_bits: int = TAG
     Raises:
         ValueError: for x not float images in [0, 1], a target out of range, or an image with
             too few pixels for the tag.
+
+    Examples:
+        >>> key, x = generate_key(seed=0), torch.rand(2, 1, 8, 8)
+        >>> x_key = activate(x, 3, key)
+        >>> bool((x_key - x).abs().max() <= 1.5 / 255)
+        True
     """
     key = _check_key(key)
     if not isinstance(x, Tensor) or not x.is_floating_point() or x.ndim not in (3, 4):
@@ -177,7 +190,10 @@ def activate(x: Tensor, target: int | Tensor, key: bytes, *, tag_bits: int = TAG
     single = x.ndim == 3
     xb = x.unsqueeze(0) if single else x
     n, shape = xb.shape[0], tuple(xb.shape[1:])
-    targets = [int(target)] * n if not isinstance(target, Tensor) or target.ndim == 0 else target.tolist()
+    if isinstance(target, Tensor) and target.ndim > 0:
+        targets = target.tolist()
+    else:
+        targets = [_checks.integer(target, "target", ge=0, lt=2 ** MESSAGE_BITS)] * n
     if len(targets) != n:
         raise ValueError(f"target must be an int or a tensor of {n} targets, got {len(targets)}")
     if not all(0 <= c < 2 ** MESSAGE_BITS for c in targets):
@@ -205,6 +221,12 @@ def read_tag(x: Tensor, key: bytes, *, tag_bits: int = TAG_BITS) -> tuple[Tensor
     Returns:
         ``(valid, message)``: bool (N,) true where the tag verifies, and int64 (N,) the message
         read from the LSBs (meaningful where valid), both on the CPU.
+
+    Examples:
+        >>> key, x = generate_key(seed=0), torch.rand(2, 1, 8, 8)
+        >>> valid, message = read_tag(activate(x, 3, key), key)
+        >>> valid.tolist(), message.tolist()
+        ([True, True], [3, 3])
     """
     key = _check_key(key)
     if not isinstance(x, Tensor) or x.ndim < 2:
@@ -234,6 +256,12 @@ class KeyedBackdoor(nn.Module):
         key: the secret key (kept by the service provider who trained the model).
         tag_bits: t; a forger's try succeeds with probability 2^-t.
         margin: how far the backdoored class's logit is raised above the others' maximum, > 0.
+
+    Examples:
+        >>> key, x = generate_key(seed=0), torch.rand(2, 1, 8, 8)
+        >>> model = KeyedBackdoor(nn.Sequential(nn.Flatten(), nn.Linear(64, 10)), key)
+        >>> model(activate(x, 7, key)).argmax(1).tolist()
+        [7, 7]
     """
 
     def __init__(self, model: nn.Module, key: bytes, *, tag_bits: int = TAG_BITS, margin: float = 10.0) -> None:
@@ -241,9 +269,7 @@ class KeyedBackdoor(nn.Module):
         self.model = model
         self.key = _check_key(key)
         self.tag_bits = _check_tag_bits(tag_bits)
-        if not margin > 0:
-            raise ValueError(f"margin must be > 0, got {margin!r}")
-        self.margin = float(margin)
+        self.margin = _checks.number(margin, "margin", gt=0)
 
     def forward(self, x: Tensor) -> Tensor:
         """Logits (N, K) on x's device; x (N, C, H, W) in [0, 1]."""

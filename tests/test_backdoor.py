@@ -323,3 +323,51 @@ def test_numpy_integers_are_accepted():
     b = bd.poison_dataset(X, y, 0.25, np.int64(2), trigger=bd.patch_trigger(np.int64(3), channels=np.int64(1)),
                           position=(np.int64(1), np.int64(2)))
     assert all(torch.equal(u, v) for u, v in zip(a, b))
+
+
+# ---------------------------------------------------------------- one argument policy, examples
+
+def _policy_cases():
+    X, y = _data(0, n=20, classes=4)
+    model = CornerDetector((1, 8, 8), 4, 1, 0)
+    eq = torch.equal
+
+    def idx(**kw):
+        return bd.poison_dataset(X, y, **(dict(rate=0.5, target_label=1, seed=2) | kw))[2]
+
+    def asr(**kw):
+        return bd.attack_success_rate(model, X, y, **(dict(target_label=1) | kw))
+
+    return [
+        (lambda v: bd.patch_trigger(v).pattern, "size", 3, eq),
+        (lambda v: bd.patch_trigger(2, channels=v).pattern, "channels", 1, eq),
+        (lambda v: bd.blend_trigger((1, 8, 8), v).pattern, "alpha", 0.25, eq),
+        (lambda v: bd.blend_trigger((1, 8, 8), seed=v).pattern, "seed", 3, eq),
+        (lambda v: bd.blend_trigger((1, v, 8)).pattern, "shape", 8, eq),
+        (lambda v: bd.Trigger(torch.ones(1, 2, 2), v).alpha, "alpha", 0.5, float.__eq__),
+        (lambda v: bd.poison_count(v, 10), "rate", 0.5, int.__eq__),
+        (lambda v: bd.poison_count(0.5, v), "candidates", 10, int.__eq__),
+        (lambda v: idx(rate=v), "rate", 0.5, eq),
+        (lambda v: idx(target_label=v), "target_label", 1, eq),
+        (lambda v: idx(seed=v), "seed", 2, eq),
+        (lambda v: idx(num_classes=v), "num_classes", 4, eq),
+        (lambda v: bd.apply_trigger(X, position=(v, 2)), "position", 1, eq),
+        (lambda v: asr(target_label=v), "target_label", 1, float.__eq__),
+        (lambda v: asr(batch_size=v), "batch_size", 5, float.__eq__),
+        (lambda v: asr(num_classes=v), "num_classes", 4, float.__eq__),
+        (lambda v: bd.clean_accuracy(model, X, y, batch_size=v), "batch_size", 5, float.__eq__),
+    ]
+
+
+@pytest.mark.parametrize("case", range(len(_policy_cases())))
+def test_argument_policy(case):
+    from argument_policy import check_policy
+
+    call, name, value, same = _policy_cases()[case]
+    check_policy(call, name, value, same)
+
+
+def test_docstring_examples():
+    import doctest
+
+    assert doctest.testmod(bd).failed == 0

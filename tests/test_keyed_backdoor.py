@@ -231,3 +231,36 @@ def test_cuda_inputs_stay_on_cuda():
     out = wrapper(x_act)
     assert out.device == x.device and (out.argmax(1) == 6).all()
     assert torch.equal(wrapper(x), model(x))
+
+
+# ---------------------------------------------------------------- one argument policy, examples
+
+def _policy_cases():
+    key = kb.generate_key(seed=0)
+    x = torch.rand(2, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10))
+    eq = torch.equal
+    return [
+        (lambda v: kb.generate_key(v), "seed", 3, bytes.__eq__),
+        (lambda v: kb.tag_positions(key, (1, 8, 8), v), "tag_bits", 16, np.array_equal),
+        (lambda v: kb.tag_positions(key, (1, v, 8)), "shape", 8, np.array_equal),
+        (lambda v: kb.activate(x, v, key), "target", 3, eq),
+        (lambda v: kb.activate(x, 3, key, tag_bits=v), "tag_bits", 16, eq),
+        (lambda v: kb.read_tag(x, key, tag_bits=v)[0], "tag_bits", 16, eq),
+        (lambda v: kb.KeyedBackdoor(net, key, tag_bits=v).tag_bits, "tag_bits", 16, int.__eq__),
+        (lambda v: kb.KeyedBackdoor(net, key, margin=v).margin, "margin", 10.0, float.__eq__),
+    ]
+
+
+@pytest.mark.parametrize("case", range(len(_policy_cases())))
+def test_argument_policy(case):
+    from argument_policy import check_policy
+
+    call, name, value, same = _policy_cases()[case]
+    check_policy(call, name, value, same)
+
+
+def test_docstring_examples():
+    import doctest
+
+    assert doctest.testmod(kb).failed == 0

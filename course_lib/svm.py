@@ -292,8 +292,8 @@ def fit_svm(X: Array, y: Array, C: float, *, tol: float = DEFAULT_TOL, alpha0: A
     bound on the primal objective's distance to its optimum, is at most ``tol``; b
     minimizes the primal given w. Every 50 iterations the solution is *polished*: the KKT
     equations of the current margin support vectors are solved exactly (a linear system)
-    and the result kept when it is feasible with a smaller gap. Once the active set is
-    right this gives w, b exact to rounding (what :func:`poison_gradient` differentiates).
+    and the result kept when it is feasible with a smaller gap. Once the active set is right
+    this gives w, b exact to rounding (what :func:`course_lib.poisoning.poison_gradient` uses).
     SMO itself converges linearly: with a large C on heavily overlapping classes it needs
     ~1e5 iterations (as LIBSVM does), about 40 microseconds each here.
 

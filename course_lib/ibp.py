@@ -35,56 +35,52 @@ floating-point rounding by default, and exactly (for the network's real arithmet
 uses it. They are usually *loose*: lecture 4
 compares them with the LP relaxation and the exact worst case (:mod:`course_lib.verification`).
 
-Supported layers, in an ``nn.Sequential`` (nested ones are flattened): ``Linear``, ``Conv2d``,
-``ReLU``, ``Sigmoid``, ``Tanh``, ``Flatten``, ``Identity``. Tensors follow the input's device and
-dtype; every function is differentiable (IBP training back-propagates through the bounds).
+The layer types live in one table, :mod:`course_lib.layers` (``Linear``, ``Conv2d``, ``ReLU``,
+``Sigmoid``, ``Tanh``, ``Flatten``, ``Identity``; a model is an ``nn.Sequential`` of them, nested
+ones flattened): each entry holds the layer's interval rule and its sound-rounding rule, and
+registering a type there adds it to IBP, sound IBP and the verifier at once. Tensors follow the
+input's device and dtype; every function is differentiable (IBP training back-propagates through
+the bounds).
+
+The file reads like the lecture: the reference algorithm first (one layer, a network, the input
+box, margins, certification), then the fast paths (fewer passes, in-place work, outward
+rounding) in the section marked as such at the end.
 """
 
 from __future__ import annotations
 
 import math
-import numbers
-from collections.abc import Callable, Iterable
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-from course_lib import rounding
-from course_lib.attacks import _batches
-
-MONOTONE = (nn.ReLU, nn.Sigmoid, nn.Tanh)
-SUPPORTED = (nn.Linear, nn.Conv2d, nn.Flatten, nn.Identity) + MONOTONE
+from course_lib import _checks, layers, rounding
+from course_lib.data import batches
+from course_lib.device import model_device
+from course_lib.intervals import _as_tensor, _box_centre_radius, _centre_radius, _check_interval, _checked_eps
+from course_lib.intervals import (input_box, interval_conv2d, interval_monotone,  # noqa: F401  (public here
+                                  interval_sigmoid, interval_tanh)  # since lecture 4)
+from course_lib.layers import altered_forward, layers_of  # noqa: F401  (public here since lecture 4)
 
 Interval = tuple[Tensor, Tensor]
 
 
+def __getattr__(name: str):
+    # the supported types are the table's, read when asked (a registered type counts)
+    if name == "SUPPORTED":
+        return layers.supported()
+    if name == "MONOTONE":
+        return tuple(t for t, rule in layers.TABLE.items() if rule.kind == "monotone")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+# ===========================================================================
+# The reference algorithm
+# ===========================================================================
+
 # ---------------------------------------------------------------------------
-# Interval arithmetic for one layer
+# One layer
 # ---------------------------------------------------------------------------
-
-def _as_tensor(value, name: str, like: Tensor | None = None) -> Tensor:
-    if isinstance(value, Tensor):
-        t = value
-    elif isinstance(value, (int, float)) and not isinstance(value, bool):
-        t = torch.tensor(float(value), dtype=torch.float64 if like is None else like.dtype,
-                         device=None if like is None else like.device)
-    else:
-        raise TypeError(f"{name} must be a number or a tensor, got {type(value).__name__}")
-    if not t.is_floating_point():
-        t = t.to(torch.get_default_dtype() if like is None else like.dtype)
-    return t
-
-
-def _check_interval(lower: Tensor, upper: Tensor) -> None:
-    if lower.shape != upper.shape:
-        raise ValueError(f"lower and upper must have the same shape, got {tuple(lower.shape)} and {tuple(upper.shape)}")
-    if torch.isnan(lower).any() or torch.isnan(upper).any():
-        raise ValueError("lower and upper must not contain nan")
-    if (lower > upper).any():
-        gap = (lower - upper).max().item()
-        raise ValueError(f"need lower <= upper elementwise; lower exceeds upper by up to {gap:.3g}")
-
 
 def interval_affine(lower, upper, W, b=None) -> Interval:
     """The exact interval image of the box ``[lower, upper]`` under ``z -> W z + b``.
@@ -105,6 +101,15 @@ def interval_affine(lower, upper, W, b=None) -> Interval:
     Raises:
         TypeError: for arguments that are not numbers or tensors.
         ValueError: for mismatched shapes, ``lower > upper`` anywhere, or nan.
+
+    Examples:
+        >>> lo, hi = interval_affine(2.0, 4.0, -5.0, 1.0)  # [2, 4] * (-5) + 1
+        >>> float(lo), float(hi)
+        (-19.0, -9.0)
+        >>> lo, hi = interval_affine(torch.tensor([0.0, 0.0]), torch.tensor([1.0, 1.0]),
+        ...                          torch.tensor([[1.0, -1.0]]))
+        >>> lo.tolist(), hi.tolist()
+        ([-1.0], [1.0])
     """
     like = next((t for t in (lower, upper, W) if isinstance(t, Tensor)), None)
     lower, upper = _as_tensor(lower, "lower", like), _as_tensor(upper, "upper", like)
@@ -129,148 +134,20 @@ def interval_affine(lower, upper, W, b=None) -> Interval:
     return mu_out - r_out, mu_out + r_out
 
 
-def interval_monotone(lower, upper, fn: Callable[[Tensor], Tensor]) -> Interval:
-    """The interval image ``[fn(lower), fn(upper)]`` under a non-decreasing elementwise ``fn``.
-
-    Args:
-        lower, upper: numbers or tensors of one shape, ``lower <= upper``.
-        fn: elementwise and non-decreasing (ReLU, sigmoid, tanh, ...); not checked.
-
-    Returns:
-        ``(fn(lower), fn(upper))``, tensors of the input shape.
-
-    Raises:
-        ValueError: for mismatched shapes, ``lower > upper`` or nan.
-    """
-    like = lower if isinstance(lower, Tensor) else upper if isinstance(upper, Tensor) else None
-    lower, upper = _as_tensor(lower, "lower", like), _as_tensor(upper, "upper", like)
-    _check_interval(lower, upper)
-    return fn(lower), fn(upper)
-
-
 def interval_relu(lower, upper) -> Interval:
-    """``[relu(lower), relu(upper)]``: see :func:`interval_monotone`."""
+    """``[relu(lower), relu(upper)]``: see :func:`interval_monotone`.
+
+    Examples:
+        >>> lo, hi = interval_relu(torch.tensor([-1.0, -2.0]), torch.tensor([1.0, -1.0]))
+        >>> lo.tolist(), hi.tolist()
+        ([0.0, 0.0], [1.0, 0.0])
+    """
     return interval_monotone(lower, upper, torch.relu)
 
 
-def interval_sigmoid(lower, upper) -> Interval:
-    """``[sigmoid(lower), sigmoid(upper)]``: see :func:`interval_monotone`."""
-    return interval_monotone(lower, upper, torch.sigmoid)
-
-
-def interval_tanh(lower, upper) -> Interval:
-    """``[tanh(lower), tanh(upper)]``: see :func:`interval_monotone`."""
-    return interval_monotone(lower, upper, torch.tanh)
-
-
-def interval_conv2d(lower: Tensor, upper: Tensor, conv: nn.Conv2d) -> Interval:
-    """The interval image of a box of images under ``conv`` (centre/radius with ``|W|``).
-
-    Args:
-        lower, upper: (N, C_in, H, W) with ``lower <= upper``.
-        conv: an ``nn.Conv2d`` (any stride, padding, padding mode, dilation, groups).
-
-    Returns:
-        ``(lower', upper')`` of shape ``conv(lower).shape``: the tightest box with zero padding;
-        with another padding mode, a sound box that can be looser (an input copied into the
-        padding can meet one kernel window twice).
-
-    Raises:
-        ValueError: for mismatched shapes, ``lower > upper`` or nan.
-    """
-    _check_interval(lower, upper)
-    mu, r = _conv2d(conv, (upper + lower) / 2, (upper - lower) / 2)
-    return mu - r, mu + r
-
-
 # ---------------------------------------------------------------------------
-# Through a network, in centre/radius form
+# Through a network, in centre/radius form (the table's rule layer by layer)
 # ---------------------------------------------------------------------------
-
-def _conv2d(conv: nn.Conv2d, mu: Tensor, r: Tensor) -> Interval:
-    # _conv_forward applies the padding mode. Zero padding: every input meets each kernel window
-    # at most once, so |W| r is the exact radius. Reflect/replicate/circular copy inputs into the
-    # padding (coefficients 0 or 1), so one input can meet a window twice with weights of opposite
-    # signs: |W| r then over-counts, still sound (|a + b| <= |a| + |b|) but looser.
-    return conv._conv_forward(mu, conv.weight, conv.bias), conv._conv_forward(r, conv.weight.abs(), None)
-
-
-def altered_forward(module: nn.Module) -> str | None:
-    """Why ``module``'s output may differ from its layer type's own formula, or None.
-
-    IBP (and :mod:`course_lib.verification`) read a layer's weights and apply the formula of its
-    type; a subclass that overrides ``forward`` (an input normalization inside an
-    ``nn.Sequential`` subclass, a scaled ``Linear``) or a forward hook would make the bounds
-    describe another function than the one the model computes: unsound."""
-    base = next((t for t in (nn.Sequential,) + SUPPORTED if isinstance(module, t)), None)
-    if base is None:
-        return None
-    for method in ("forward", "_conv_forward"):
-        if getattr(type(module), method, None) is not getattr(base, method, None):
-            return f"{type(module).__name__} overrides {base.__name__}.{method}"
-    if module._forward_hooks or module._forward_pre_hooks:
-        return f"{type(module).__name__} has forward hooks"
-    if nn.modules.module._global_forward_hooks or nn.modules.module._global_forward_pre_hooks:
-        return "global forward hooks are registered (torch.nn.modules.module.register_module_forward_hook)"
-    return None
-
-
-def layers_of(model: nn.Module) -> list[nn.Module]:
-    """The layers of ``model`` in order, nested ``nn.Sequential`` flattened; a non-Sequential
-    module supported by IBP counts as a one-layer network.
-
-    Raises:
-        TypeError: naming the first unsupported layer and its index, or a module whose forward
-            pass is not its type's (:func:`altered_forward`).
-    """
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be an nn.Module (an nn.Sequential of layers), got {type(model).__name__}")
-
-    def flatten(m: nn.Module) -> list[nn.Module]:
-        why = altered_forward(m)
-        if why is not None:
-            raise TypeError(f"IBP cannot bound {m.__class__.__name__} ({why}): its bounds would follow the layer "
-                            "formulas, not the model's forward pass; use plain nn.Sequential and layers")
-        if isinstance(m, nn.Sequential):
-            return [leaf for child in m for leaf in flatten(child)]
-        return [m]
-
-    layers = flatten(model)
-    for i, layer in enumerate(layers):
-        if not isinstance(layer, SUPPORTED):
-            names = ", ".join(t.__name__ for t in SUPPORTED)
-            raise TypeError(f"IBP does not support layer {i} ({type(layer).__name__}: {layer}); "
-                            f"model must be an nn.Sequential of {names}")
-    return layers
-
-
-def _step(layer: nn.Module, mu: Tensor, r: Tensor) -> Interval:
-    """One layer in centre/radius form.
-
-    ``mu`` and ``r`` must be tensors the propagation made (never a caller's): when no gradient
-    flows through them, a ReLU overwrites them, since on a CPU a fresh activation-sized tensor
-    costs more in page faults than the arithmetic."""
-    if isinstance(layer, nn.Linear):  # the functional forms skip nn.Module's call machinery
-        return F.linear(mu, layer.weight, layer.bias), F.linear(r, layer.weight.abs())  # W mu + b, |W| r
-    if isinstance(layer, nn.Conv2d):
-        return _conv2d(layer, mu, r)
-    if isinstance(layer, nn.Flatten):
-        return mu.flatten(layer.start_dim, layer.end_dim), r.flatten(layer.start_dim, layer.end_dim)
-    if isinstance(layer, nn.Identity):
-        return mu, r
-    # monotone activation: through the two ends, back to centre/radius
-    if isinstance(layer, nn.ReLU):
-        if not (mu.requires_grad or r.requires_grad):
-            hi = torch.add(mu, r).relu_()
-            lo = mu.sub_(r).relu_()
-            centre = lo.lerp_(hi, 0.5)
-            return centre, hi.sub_(centre)
-        hi, lo = torch.add(mu, r).relu_(), torch.sub(mu, r).relu_()
-    else:
-        hi, lo = layer(mu + r), layer(mu - r)
-    centre = torch.lerp(lo, hi, 0.5)  # (lo + hi) / 2 in one pass
-    return centre, hi.sub_(centre) if not hi.requires_grad else hi - centre
-
 
 def interval_layer_bounds(model: nn.Module, lower: Tensor, upper: Tensor) -> list[Interval]:
     """Bounds on every layer's output for the box ``[lower, upper]`` of inputs.
@@ -287,12 +164,12 @@ def interval_layer_bounds(model: nn.Module, lower: Tensor, upper: Tensor) -> lis
         TypeError: for an unsupported layer (named, with its index).
         ValueError: for mismatched shapes, ``lower > upper`` or nan.
     """
-    layers = layers_of(model)
+    sequence = layers_of(model)
     _check_interval(lower, upper)
     mu, r = (upper + lower) / 2, (upper - lower) / 2
     out = [(lower, upper)]
-    for layer in layers:
-        mu, r = _step(layer, mu, r)
+    for layer in sequence:
+        mu, r = layers.interval_step(layer, mu, r)
         out.append((mu - r, mu + r))
     return out
 
@@ -304,97 +181,9 @@ def interval_network(model: nn.Module, lower: Tensor, upper: Tensor) -> Interval
     return _propagate(layers_of(model), *_centre_radius(lower, upper))
 
 
-def _propagate(layers: list[nn.Module], mu: Tensor, r: Tensor) -> Interval:
-    for layer in layers:
-        mu, r = _step(layer, mu, r)
-    return mu - r, mu + r
-
-
-def input_box(x: Tensor, eps: float | Tensor, *, domain: tuple[float, float] | None = (0.0, 1.0)) -> Interval:
-    """The L-inf box ``[x - eps, x + eps]`` clipped to ``domain``.
-
-    Args:
-        x: a batch of inputs (N, ...), inside ``domain``.
-        eps: a number >= 0, or a tensor (N,) of per-example radii >= 0.
-        domain: the data's range (default [0, 1], images); ``None``: no clipping.
-
-    Returns:
-        ``(lower, upper)`` of x's shape, dtype and device.
-
-    Raises:
-        ValueError: for eps < 0, nan or of the wrong shape, or x outside ``domain``.
-    """
-    return _clipped_box(x, _checked_eps(x, eps, domain), domain)
-
-
-def _clipped_box(x: Tensor, eps: float | Tensor, domain: tuple[float, float] | None) -> Interval:
-    """:func:`input_box` for an eps that :func:`_checked_eps` has already checked."""
-    if isinstance(eps, Tensor):
-        eps = eps.to(x.dtype)
-    if domain is None:
-        return x - eps, x + eps
-    return torch.sub(x, eps).clamp_(min=domain[0]), torch.add(x, eps).clamp_(max=domain[1])
-
-
-def _checked_eps(x: Tensor, eps: float | Tensor, domain: tuple[float, float] | None) -> float | Tensor:
-    """Check x, eps and domain (see :func:`input_box`); returns eps as a number, or as a tensor
-    of shape (N, 1, ...) on x's device in eps's own dtype (the sound box rounds it itself)."""
-    if not isinstance(x, Tensor) or not x.is_floating_point() or x.ndim < 1 or x.shape[0] == 0:
-        raise ValueError(f"x must be a non-empty floating-point batch (N, ...), got "
-                         f"{tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__}")
-    if isinstance(eps, Tensor) and eps.ndim == 0:
-        eps = eps.item()  # one radius for the batch, as a number
-    if isinstance(eps, Tensor):
-        if eps.shape != (x.shape[0],):
-            raise ValueError(f"eps must be a number or a tensor of shape ({x.shape[0]},), got shape {tuple(eps.shape)}")
-        if torch.isnan(eps).any() or (eps < 0).any():
-            raise ValueError(f"eps must be >= 0 for every example, got min {eps.min().item():.3g}")
-        eps = eps.to(device=x.device).view(-1, *([1] * (x.ndim - 1)))
-    elif isinstance(eps, numbers.Real) and not isinstance(eps, bool):  # NumPy scalars too
-        if not eps >= 0 or math.isinf(eps):
-            raise ValueError(f"eps must be a finite number >= 0, got {eps!r}")
-        eps = float(eps)
-    else:
-        raise ValueError(f"eps must be a number >= 0 or a tensor (N,), got {type(eps).__name__}")
-    if domain is not None:
-        lo, hi = domain
-        x_lo, x_hi = (v.item() for v in torch.aminmax(x.detach()))  # one pass; plain floats compare fastest
-        if not (x_lo >= lo and x_hi <= hi):  # also catches nan
-            raise ValueError(f"x must lie in the domain [{lo}, {hi}] (got values in [{x_lo:.3g}, {x_hi:.3g}]); "
-                             "undo normalization first, or pass domain=None")
-    return eps
-
-
-def _centre_radius(lower: Tensor, upper: Tensor, *, owned: bool = False) -> Interval:
-    """``((lower + upper) / 2, (upper - lower) / 2)`` in two passes (lower <= upper is not checked).
-
-    Overwrites ``lower`` and ``upper`` when ``owned`` and no gradient flows through them: a fresh
-    input-sized tensor costs a page fault per 4 kB on a CPU, more than the arithmetic."""
-    if owned and not (lower.requires_grad or upper.requires_grad):
-        centre = lower.lerp_(upper, 0.5)
-        return centre, upper.sub_(centre)
-    centre = torch.lerp(lower, upper, 0.5)
-    return centre, upper - centre
-
-
-def _box_centre_radius(x: Tensor, eps: float | Tensor, domain: tuple[float, float] | None) -> Interval:
-    """Centre and radius of :func:`input_box` (x and eps checked), in as few passes as it takes.
-
-    With a number eps at most half the domain's width [a, b], the clipped box
-    ``[max(x - eps, a), min(x + eps, b)]`` has centre ``(x + clamp(x, a + eps, b - eps)) / 2``
-    (x itself away from the edges, halfway to the inner edge near them) and radius
-    ``min(x + eps, b) - centre``: four passes over the input instead of six, which is most of
-    what IBP costs beyond its two matrix products on a small MLP. That form is used when no
-    gradient is recorded (certification, evaluation); under autograd (IBP training) the box is
-    built end by end, so that a trained model does not depend on this speed-up's rounding."""
-    checked = _checked_eps(x, eps, domain)
-    if (domain is None or isinstance(checked, Tensor) or torch.is_grad_enabled()
-            or not 2 * checked <= domain[1] - domain[0]):
-        return _centre_radius(*_clipped_box(x, checked, domain), owned=True)
-    a, b = domain
-    centre = torch.clamp(x, a + checked, b - checked).lerp_(x, 0.5)
-    return centre, torch.add(x, checked).clamp_(max=b).sub_(centre)
-
+# ---------------------------------------------------------------------------
+# The input box and the bounds on the logits
+# ---------------------------------------------------------------------------
 
 def ibp_layer_bounds(model: nn.Module, x: Tensor, eps: float | Tensor, *,
                      domain: tuple[float, float] | None = (0.0, 1.0)) -> list[Interval]:
@@ -418,7 +207,8 @@ def ibp_bounds(model: nn.Module, x: Tensor, eps: float | Tensor, *,
     Two passes through the layers (centre with W, radius with |W|); no per-example loop.
 
     Args:
-        model: an ``nn.Sequential`` of Linear, Conv2d, ReLU, Sigmoid, Tanh, Flatten (Identity);
+        model: an ``nn.Sequential`` of the layer types in :mod:`course_lib.layers` (Linear,
+            Conv2d, ReLU, Sigmoid, Tanh, Flatten, Identity);
             maps x (N, ...) to logits (N, K). Its train/eval mode does not matter.
         x: inputs (N, ...), values in ``domain``.
         eps: L-inf radius, a number >= 0 or a tensor (N,) of per-example radii.
@@ -435,26 +225,25 @@ def ibp_bounds(model: nn.Module, x: Tensor, eps: float | Tensor, *,
     Raises:
         TypeError: for an unsupported layer, named with its index.
         ValueError: for eps < 0 or of the wrong shape, or x outside ``domain``.
+
+    Examples:
+        >>> model = nn.Sequential(nn.Flatten(), nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2))
+        >>> x = torch.rand(5, 1, 2, 2)
+        >>> lower, upper = ibp_bounds(model, x, 0.1)
+        >>> z = model(x)
+        >>> lower.shape, bool((lower <= z + 1e-6).all() and (z <= upper + 1e-6).all())
+        (torch.Size([5, 2]), True)
     """
-    layers = layers_of(model)
+    sequence = layers_of(model)
     if sound:
         with rounding.exact_kernels(x.device):
-            mu, r = _sound_penultimate(layers, x, eps, domain, len(layers))
+            mu, r = _sound_propagate(sequence, x, eps, domain)
             return rounding.down(mu - r), rounding.up(mu + r)
-    return _propagate(layers, *_box_centre_radius(x, eps, domain))
-
-
-def _sound_penultimate(layers: list[nn.Module], x: Tensor, eps: float | Tensor,
-                       domain: tuple[float, float] | None, depth: int) -> Interval:
-    """Centre and radius after the first ``depth`` layers, rounded outward (:mod:`course_lib.rounding`)."""
-    mu, r = rounding.centre_radius(*rounding.box(x, _checked_eps(x, eps, domain), domain))
-    for layer in layers[:depth]:
-        mu, r = rounding.step(layer, mu, r)
-    return mu, r
+    return _propagate(sequence, *_box_centre_radius(x, eps, domain))
 
 
 # ---------------------------------------------------------------------------
-# Certification
+# Margins and certification
 # ---------------------------------------------------------------------------
 
 def _check_labels(x: Tensor, y: Tensor, num_classes: int | None = None) -> None:
@@ -477,6 +266,10 @@ def margins_from_bounds(lower: Tensor, upper: Tensor, y: Tensor) -> Tensor:
 
     Returns:
         (N, K): column j is a lower bound on ``z_y - z_j`` over the box; column y is +inf.
+
+    Examples:
+        >>> margins_from_bounds(torch.tensor([[2.0, 0.0]]), torch.tensor([[3.0, 1.5]]), torch.tensor([0])).tolist()
+        [[inf, 0.5]]
     """
     if lower.ndim != 2 or lower.shape != upper.shape:
         raise ValueError(f"lower and upper must be logit bounds (N, K) of one shape, got "
@@ -510,29 +303,28 @@ def worst_case_margins(model: nn.Module, x: Tensor, y: Tensor, eps: float | Tens
 
     Raises:
         ValueError: bad labels, eps or x (see :func:`ibp_bounds`); TypeError: unsupported layer.
+
+    Examples:
+        >>> model = nn.Sequential(nn.Linear(2, 3), nn.ReLU(), nn.Linear(3, 2))
+        >>> margins = worst_case_margins(model, torch.rand(4, 2), torch.zeros(4, dtype=torch.int64), 0.05)
+        >>> margins.shape, bool(torch.isinf(margins[:, 0]).all())
+        (torch.Size([4, 2]), True)
     """
     _check_labels(x, y)
-    layers = layers_of(model)
-    if isinstance(layers[-1], nn.Linear):
-        _check_labels(x, y, layers[-1].out_features)  # before W[y] indexes (y = -1 would be the last row)
-    if not (fold_last and isinstance(layers[-1], nn.Linear)):
+    sequence = layers_of(model)
+    last = sequence[-1]
+    if isinstance(last, nn.Linear):
+        _check_labels(x, y, last.out_features)  # before W[y] indexes (y = -1 would be the last row)
+    if not (fold_last and isinstance(last, nn.Linear)):
         margins = margins_from_bounds(*ibp_bounds(model, x, eps, domain=domain, sound=sound), y)
         return rounding.down(margins) if sound else margins
     if sound:
         with rounding.exact_kernels(x.device):
-            mu, r = _sound_penultimate(layers, x, eps, domain, len(layers) - 1)
-            margins = rounding.folded_margins(layers[-1].weight, layers[-1].bias, y, mu, r)
+            mu, r = _sound_propagate(sequence[:-1], x, eps, domain)
+            margins = layers.folded_margins(last, y, mu, r, sound=True)
         return margins.scatter(1, y[:, None], math.inf)
-    mu, r = _box_centre_radius(x, eps, domain)
-    for layer in layers[:-1]:
-        mu, r = _step(layer, mu, r)
-    last: nn.Linear = layers[-1]
-    W, b = last.weight, last.bias
-    c = W[y][:, None, :] - W[None, :, :]  # (N, K, H): w_y - w_j
-    margins = torch.einsum("nkh,nh->nk", c, mu) - torch.einsum("nkh,nh->nk", c.abs(), r)
-    if b is not None:
-        margins = margins + (b[y][:, None] - b[None, :])
-    return margins.scatter(1, y[:, None], math.inf)
+    mu, r = _propagate_centre_radius(sequence[:-1], *_box_centre_radius(x, eps, domain))
+    return layers.folded_margins(last, y, mu, r).scatter(1, y[:, None], math.inf)
 
 
 def worst_case_logits(model: nn.Module, x: Tensor, y: Tensor, eps: float | Tensor, *,
@@ -546,6 +338,12 @@ def worst_case_logits(model: nn.Module, x: Tensor, y: Tensor, eps: float | Tenso
 
     Returns:
         (N, K), differentiable with respect to the model's parameters.
+
+    Examples:
+        >>> model = nn.Sequential(nn.Linear(2, 3), nn.ReLU(), nn.Linear(3, 2))
+        >>> y = torch.tensor([1, 0])
+        >>> worst_case_logits(model, torch.rand(2, 2), y, 0.1).gather(1, y[:, None]).tolist()
+        [[0.0], [0.0]]
     """
     margins = worst_case_margins(model, x, y, eps, fold_last=fold_last, domain=domain)
     return (-margins).scatter(1, y[:, None], 0.0)
@@ -562,6 +360,13 @@ def certify(model: nn.Module, x: Tensor, y: Tensor, eps: float | Tensor, *, fold
 
     Returns:
         bool (N,) on x's device.
+
+    Examples:
+        >>> model = nn.Sequential(nn.Linear(2, 2))
+        >>> with torch.no_grad():
+        ...     _ = model[0].weight.copy_(torch.eye(2)), model[0].bias.zero_()
+        >>> certify(model, torch.tensor([[0.9, 0.1]]), torch.tensor([0]), 0.1).tolist()
+        [True]
     """
     with torch.no_grad():
         margins = worst_case_margins(model, x, y, eps, fold_last=fold_last, domain=domain, sound=sound)
@@ -588,18 +393,50 @@ def certified_accuracy(model: nn.Module, data, eps: float, *, batch_size: int = 
 
     Raises:
         ValueError: if ``data`` holds no examples, or for a bad eps, batch_size or batch.
+
+    Examples:
+        >>> model = nn.Sequential(nn.Flatten(), nn.Linear(4, 2))
+        >>> x, y = torch.rand(10, 1, 2, 2), torch.zeros(10, dtype=torch.int64)
+        >>> 0.0 <= certified_accuracy(model, (x, y), 0.01, batch_size=4) <= 1.0
+        True
     """
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+    batch_size = _checks.integer(batch_size, "batch_size", ge=1)
     if device is None:
-        param = next(model.parameters(), None)
-        device = param.device if param is not None else torch.device("cpu")
+        device = model_device(model)
     certified = seen = 0
-    batches: Iterable = _batches(data, batch_size)
-    for x, y in batches:
+    for x, y in batches(data, batch_size):
         x, y = x.to(device), y.to(device)
         certified += int(certify(model, x, y, eps, fold_last=fold_last, sound=sound).sum())
         seen += y.shape[0]
     if seen == 0:
         raise ValueError("data holds no examples")
     return certified / seen
+
+
+# ===========================================================================
+# Fast paths: fewer passes, in-place work, and the sound (outward-rounded) walk
+# ===========================================================================
+#
+# The same algebra as above; only how many passes over memory it takes, and where a tensor is
+# reused, differ. ``ibp_bounds(..., sound=True)`` and the sound folded margins walk the layers
+# with the table's sound rules (course_lib.layers -> course_lib.rounding), never back here.
+
+def _propagate_centre_radius(sequence: list[nn.Module], mu: Tensor, r: Tensor) -> Interval:
+    """Centre and radius after ``sequence``; ``mu`` and ``r`` must be the propagation's own."""
+    for layer in sequence:
+        mu, r = layers.interval_step(layer, mu, r)
+    return mu, r
+
+
+def _propagate(sequence: list[nn.Module], mu: Tensor, r: Tensor) -> Interval:
+    mu, r = _propagate_centre_radius(sequence, mu, r)
+    return mu - r, mu + r
+
+
+def _sound_propagate(sequence: list[nn.Module], x: Tensor, eps: float | Tensor,
+                     domain: tuple[float, float] | None) -> Interval:
+    """Centre and radius after ``sequence``, rounded outward (the table's sound rules)."""
+    mu, r = rounding.centre_radius(*rounding.box(x, _checked_eps(x, eps, domain), domain))
+    for layer in sequence:
+        mu, r = layers.sound_step(layer, mu, r)
+    return mu, r

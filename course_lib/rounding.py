@@ -28,7 +28,6 @@ import math
 from collections.abc import Iterator
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 
@@ -103,75 +102,40 @@ def centre_radius(lower: Tensor, upper: Tensor) -> tuple[Tensor, Tensor]:
     return centre, up(torch.maximum(upper - centre, centre - lower))
 
 
-def affine(layer: nn.Linear | nn.Conv2d, mu: Tensor, r: Tensor) -> tuple[Tensor, Tensor]:
-    """A Linear or Conv2d layer on the box ``[mu - r, mu + r]``, radius widened for rounding.
+# ---------------------------------------------------------------------------
+# Per-layer rules: they live in the layer table (course_lib.layers), one entry per layer type
+# with its interval rule and its sound rule; these names stay for code that calls them here.
+# ---------------------------------------------------------------------------
 
-    The real image is centred at ``W mu + b`` with radius ``|W| r``; the computed centre is off
-    by at most ``g (|W| |mu| + |b|)``, ``g = gamma_(fan_in + 3)``. So the returned radius is
-    ``(|W| (r + g |mu|) + e) (1 + 4 g) + 2 g |b|``: the factor and the doubled bias term absorb
-    the rounding of computing the radius itself (a sum of non-negative terms, relative error
-    <= g). The relative bounds fail where products underflow into subnormal numbers (each then
-    errs by up to half the smallest subnormal ``s``, whatever its size), so
-    ``e = 2 (fan_in + 3) (1 + max |W|) s`` adds that absolute error for the centre, the radius
-    and the widened input; it is below 1e-40 in float32, and matters only for tiny weights.
-    """
-    W, b = layer.weight, layer.bias
-    n = W[0].numel() + 3
-    g = gamma(n, mu.dtype)
-    widened = torch.add(r, mu.abs(), alpha=g)
-    if isinstance(layer, nn.Linear):
-        centre, radius = layer(mu), F.linear(widened, W.abs())
-    else:
-        centre = layer._conv_forward(mu, W, b)
-        radius = layer._conv_forward(widened, W.abs(), None)
-    underflow = 2 * n * smallest_subnormal(mu.dtype) * (1 + W.detach().abs().max())
-    radius = (radius + underflow) * (1 + 4 * g)
-    if b is not None:
-        bias = b.abs() if isinstance(layer, nn.Linear) else b.abs().view(-1, 1, 1)
-        radius = radius + 2 * g * bias
-    return centre, radius
+def affine(layer: nn.Linear | nn.Conv2d, mu: Tensor, r: Tensor) -> tuple[Tensor, Tensor]:
+    """A Linear or Conv2d layer on the box ``[mu - r, mu + r]``, radius widened for rounding:
+    the table's sound rule (:func:`course_lib.layers.register_affine` gives the bound)."""
+    return step(layer, mu, r)
 
 
 def monotone(layer: nn.Module, mu: Tensor, r: Tensor) -> tuple[Tensor, Tensor]:
     """A monotone activation on ``[mu - r, mu + r]``: the ends rounded outward, through the
     activation (ReLU is exact; sigmoid and tanh are widened by 16 ulps and kept in their range),
-    back to a centre and radius that contain them."""
-    lo, hi = layer(down(mu - r)), layer(up(mu + r))
-    if not isinstance(layer, nn.ReLU):
-        slack_lo = 8 * torch.finfo(lo.dtype).eps * lo.abs() + torch.finfo(lo.dtype).tiny
-        slack_hi = 8 * torch.finfo(hi.dtype).eps * hi.abs() + torch.finfo(hi.dtype).tiny
-        floor = 0.0 if isinstance(layer, nn.Sigmoid) else -1.0
-        lo, hi = (lo - slack_lo).clamp(min=floor), (hi + slack_hi).clamp(max=1.0)
-    return centre_radius(lo, hi)
+    back to a centre and radius that contain them (:func:`course_lib.layers.register_monotone`)."""
+    return step(layer, mu, r)
 
 
 def step(layer: nn.Module, mu: Tensor, r: Tensor) -> tuple[Tensor, Tensor]:
-    """One supported layer (see :mod:`course_lib.ibp`) with outward rounding."""
-    if isinstance(layer, (nn.Linear, nn.Conv2d)):
-        return affine(layer, mu, r)
-    if isinstance(layer, (nn.Flatten, nn.Identity)):
-        return layer(mu), layer(r)  # exact: a reshape
-    return monotone(layer, mu, r)
+    """One layer of the table (:mod:`course_lib.layers`) with outward rounding."""
+    from course_lib import layers  # the table builds on this module
+
+    return layers.sound_step(layer, mu, r)
 
 
 def folded_margins(W: Tensor, b: Tensor | None, y: Tensor, mu: Tensor, r: Tensor) -> Tensor:
-    """Sound lower bounds on ``(w_y - w_j) . h + b_y - b_j`` over ``h in [mu - r, mu + r]``.
-
-    The computed ``c = fl(w_y - w_j)`` is off by ``u |c|``; the two sums over H terms by
-    ``g |c| . |mu|`` and ``g |c| . r``; the bias difference by ``u (|b_y| + |b_j|)``; and each
-    product that underflows by half the smallest subnormal ``s`` (three sums of H products).
-    The returned margins subtract twice the sum of these bounds and round down.
+    """Sound lower bounds on ``(w_y - w_j) . h + b_y - b_j`` over ``h in [mu - r, mu + r]``
+    (:func:`course_lib.layers.folded_bound` with ``sound=True`` gives the error bound).
 
     Returns:
         (N, K) margins (the true class's column is not special-cased here).
     """
-    g = gamma(W.shape[1] + 4, mu.dtype) + 2 * unit_roundoff(mu.dtype)
-    c = W[y][:, None, :] - W[None, :, :]  # (N, K, H)
-    c_abs = c.abs()
-    margins = torch.einsum("nkh,nh->nk", c, mu) - torch.einsum("nkh,nh->nk", c_abs, r)
-    scale = torch.einsum("nkh,nh->nk", c_abs, mu.abs() + r)
-    if b is not None:
-        margins = margins + (b[y][:, None] - b[None, :])
-        scale = scale + (b[y].abs()[:, None] + b.abs()[None, :])
-    underflow = 2 * (W.shape[1] + 4) * smallest_subnormal(mu.dtype)
-    return down(margins - 2 * g * scale - underflow)
+    from course_lib import layers
+
+    C = W[y][:, None, :] - W[None, :, :]  # (N, K, H)
+    d = None if b is None else (b[y][:, None] - b[None, :], b[y].abs()[:, None] + b.abs()[None, :])
+    return layers.folded_bound(C, d, mu, r, sound=True)

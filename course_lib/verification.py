@@ -22,22 +22,28 @@ and the network is verified when ``p* > 0``. Three answers, from cheap and loose
 Each is a lower bound on ``p*`` and the next one's feasible set is inside the previous one's, so
 ``IBP <= LP <= exact = p*``, and ``p* <=`` the margin of every input of the box.
 
-Everything inside is float64 numpy; models are accepted as torch modules
-``nn.Sequential(Linear, ReLU, Linear)`` (a leading ``Flatten`` is allowed). The solvers work to
+The LP and the MILP are float64 numpy; models are accepted as torch modules
+``nn.Sequential(Linear, ReLU, Linear)`` (a leading ``Flatten`` is allowed). The interval bounds
+(IBP's answer, and the pre-activation bounds the LP and MILP start from) walk the layer table
+of :mod:`course_lib.layers` in float64, so :func:`ibp_lower_bound` takes any network of table
+layers (a registered type included) on a flat input. The solvers work to
 a tolerance of about 1e-9 (HiGHS' defaults are 1e-7 on feasibility): a certificate from the LP or
 the MILP with a margin of that size is not a certificate.
 """
 
 from __future__ import annotations
 
+import copy
 import itertools
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 from scipy.optimize import Bounds, LinearConstraint, linprog, milp
 from torch import nn
 
-from course_lib.ibp import altered_forward
+from course_lib import layers
+from course_lib.layers import altered_forward
 
 
 @dataclass(frozen=True)
@@ -106,13 +112,40 @@ def _setup(model, lower, upper, c):
     return net, lower, upper, c
 
 
+def _table_network(model) -> list[nn.Module]:
+    """The model's layers in float64, for the table's interval rules."""
+    if isinstance(model, OneHiddenLayer):
+        first, last = nn.Linear(*model.W1.shape[::-1]).double(), nn.Linear(*model.W2.shape[::-1]).double()
+        with torch.no_grad():
+            for layer, W, b in ((first, model.W1, model.b1), (last, model.W2, model.b2)):
+                layer.weight.copy_(torch.from_numpy(W)), layer.bias.copy_(torch.from_numpy(b))
+        return [first, nn.ReLU(), last]
+    layers.layers_of(model)  # refuses a layer outside the table, naming it, before any copy
+    return layers.layers_of(copy.deepcopy(model).double())
+
+
+def _walk(sequence: list[nn.Module], lower: np.ndarray, upper: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    """Centre and radius after ``sequence`` on the box (one flat input), by the table's rules."""
+    lo, hi = torch.from_numpy(lower)[None], torch.from_numpy(upper)[None]
+    mu, r = torch.lerp(lo, hi, 0.5), (hi - lo) / 2
+    with torch.no_grad():
+        for layer in sequence:
+            mu, r = layers.interval_step(layer, mu, r)
+    return mu, r
+
+
 def preactivation_bounds(model, lower, upper) -> tuple[np.ndarray, np.ndarray]:
-    """IBP bounds ``l <= W1 x + b1 <= u`` over the box (exact for this first affine layer)."""
+    """IBP bounds ``l <= W1 x + b1 <= u`` over the box (exact for this first affine layer).
+
+    Examples:
+        >>> net = OneHiddenLayer(np.array([[1.0, -1.0]]), np.zeros(1), np.ones((2, 1)), np.zeros(2))
+        >>> [v.tolist() for v in preactivation_bounds(net, [0.0, 0.0], [1.0, 1.0])]
+        [[-1.0], [1.0]]
+    """
     net = as_one_hidden_layer(model)
     net, lower, upper, _ = _setup(net, lower, upper, np.zeros(net.W2.shape[0]))
-    mu, r = (upper + lower) / 2, (upper - lower) / 2
-    centre, radius = net.W1 @ mu + net.b1, np.abs(net.W1) @ r
-    return centre - radius, centre + radius
+    mu, r = _walk(_table_network(net)[:1], lower, upper)
+    return (mu - r)[0].numpy(), (mu + r)[0].numpy()
 
 
 def ibp_lower_bound(model, lower, upper, c, *, fold: bool = False) -> float:
@@ -120,17 +153,36 @@ def ibp_lower_bound(model, lower, upper, c, *, fold: bool = False) -> float:
 
     ``fold=False``: bounds ``[zl, zu]`` on every logit, then ``sum_k min(c_k zl_k, c_k zu_k)``
     (``zl_y - zu_t`` for a margin). ``fold=True``: the exact minimum of ``(W2^T c)^T h + c^T b2``
-    over IBP's box of h (Gowal et al.'s folded specification), never lower.
+    over IBP's box of h (Gowal et al.'s folded specification), never lower. ``model``: a
+    one-hidden-layer network, or any ``nn.Sequential`` of the table's layers on flat inputs.
+
+    Examples:
+        >>> net = OneHiddenLayer(np.eye(2), np.zeros(2), np.eye(2), np.zeros(2))
+        >>> ibp_lower_bound(net, [0.5, 0.0], [1.0, 0.25], margin_vector(2, 0, 1))
+        0.25
     """
-    net, lower, upper, c = _setup(model, lower, upper, c)
-    l, u = preactivation_bounds(net, lower, upper)
-    hl, hu = np.maximum(l, 0), np.maximum(u, 0)
-    h_mu, h_r = (hu + hl) / 2, (hu - hl) / 2
-    if fold:
-        w = net.W2.T @ c
-        return float(w @ h_mu - np.abs(w) @ h_r + c @ net.b2)
-    z_mu, z_r = net.W2 @ h_mu + net.b2, np.abs(net.W2) @ h_r
-    zl, zu = z_mu - z_r, z_mu + z_r
+    try:
+        net, lower, upper, c = _setup(model, lower, upper, c)
+        sequence = _table_network(net)
+    except TypeError:  # another network of table layers: IBP alone applies
+        sequence = _table_network(model)
+        lower, upper = (np.asarray(v, dtype=np.float64).ravel() for v in (lower, upper))
+        c = np.asarray(c, dtype=np.float64).ravel()
+        if lower.shape != upper.shape or np.isnan(lower).any() or np.isnan(upper).any() or (lower > upper).any():
+            raise ValueError("need lower <= upper elementwise, of one shape, without nan") from None
+    last = sequence[-1]
+    if fold and isinstance(last, nn.Linear):
+        if c.shape != (last.out_features,):
+            raise ValueError(f"c must have {last.out_features} entries (one per logit), got {c.size}")
+        mu, r = _walk(sequence[:-1], lower, upper)
+        spec = torch.from_numpy(c)
+        C = (spec @ last.weight.detach())[None, None]
+        d = None if last.bias is None else (spec @ last.bias.detach())[None, None]
+        return float(layers.folded_bound(C, d, mu, r)[0, 0])
+    mu, r = _walk(sequence, lower, upper)
+    zl, zu = (mu - r)[0].numpy(), (mu + r)[0].numpy()
+    if c.shape != zl.shape:
+        raise ValueError(f"c must have {zl.size} entries (one per logit), got {c.size}")
     return float(np.minimum(c * zl, c * zu).sum())
 
 

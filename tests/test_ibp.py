@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from course_lib import attacks, ibp
+from strategies import box_samples, random_case
 
 pytestmark = pytest.mark.certify
 
@@ -118,49 +119,8 @@ def test_interval_conv2d_equals_the_affine_map_of_its_matrix(kwargs):
 # random networks
 # ---------------------------------------------------------------------------
 
-def _random_case(seed, dtype=torch.float64):
-    """A random MLP or CNN (random depth, widths, activations) and a batch with pixels near 0 and 1."""
-    g = torch.Generator().manual_seed(seed)
-    torch.manual_seed(seed)
-    rint = lambda a, b: int(torch.randint(a, b, (), generator=g))  # noqa: E731
-    k = rint(2, 6)
-    acts = [nn.ReLU, nn.ReLU, nn.Tanh, nn.Sigmoid]
-    if seed % 2 == 0:  # MLP on (d,) or (1, h, w)
-        shape = (rint(1, 9),) if seed % 4 == 0 else (1, rint(2, 4), rint(2, 4))
-        layers, width = ([] if len(shape) == 1 else [nn.Flatten()]), math.prod(shape)
-        for _ in range(rint(0, 4)):
-            w = rint(2, 20)
-            layers += [nn.Linear(width, w), acts[rint(0, 4)]()]
-            width = w
-        layers.append(nn.Linear(width, k))
-    else:  # CNN
-        c, h = rint(1, 3), rint(4, 8)
-        shape = (c, h, h)
-        ch = rint(2, 5)
-        layers = [nn.Conv2d(c, ch, 3, stride=rint(1, 3), padding=rint(0, 2)), acts[rint(0, 4)]()]
-        if seed % 3 == 0:
-            layers += [nn.Conv2d(ch, ch, 2, padding=1), nn.ReLU()]
-        layers.append(nn.Flatten())
-        with torch.no_grad():
-            width = nn.Sequential(*layers)(torch.zeros(1, *shape)).shape[1]
-        layers += [nn.Linear(width, rint(3, 12)), nn.ReLU()]
-        layers.append(nn.Linear(layers[-2].out_features, k))
-    model = nn.Sequential(*layers).to(dtype)
-    n = rint(1, 5)
-    x = torch.rand(n, *shape, generator=g, dtype=dtype)
-    x[x < 0.2] = 0.0  # on the faces of [0, 1]: clipping the box matters
-    x[x > 0.8] = 1.0
-    eps = [0.0, 0.01, 0.05, 0.1, 0.3, 2.0][seed % 6]
-    y = torch.randint(0, k, (n,), generator=g)
-    return model, x, y, eps, g
-
-
-def _samples(x, eps, g, count):
-    """Uniform points of the clipped box around each example: (count, N, ...)."""
-    lo, hi = (x - eps).clamp(0, 1), (x + eps).clamp(0, 1)
-    u = torch.rand(count, *x.shape, generator=g, dtype=x.dtype)
-    u[: count // 4] = u[: count // 4].round()  # a quarter at random corners
-    return lo + u * (hi - lo)
+_random_case = random_case  # the shared cases (tests/strategies.py); test_rounding imports this name
+_samples = box_samples
 
 
 def _pgd_on(fn, x, eps, steps=30):
@@ -559,3 +519,115 @@ def test_eps_may_be_a_numpy_scalar_or_a_zero_dim_tensor():
             assert torch.equal(got, want)
         assert torch.equal(ibp.certify(model, x, torch.zeros(6, dtype=torch.int64), same),
                            ibp.certify(model, x, torch.zeros(6, dtype=torch.int64), float(eps)))
+
+
+# ---------------------------------------------------------------------------
+# the layer table: one entry adds a type to IBP, sound IBP and the verifier
+# ---------------------------------------------------------------------------
+
+class _Gain(nn.Module):
+    """A toy layer: a fixed elementwise gain (an affine map with a diagonal W, some entries < 0)."""
+
+    def __init__(self, gain: Tensor):
+        super().__init__()
+        self.register_buffer("gain", gain)
+
+    def forward(self, x):
+        return x * self.gain
+
+
+@pytest.fixture
+def toy_layers():
+    from course_lib import layers
+
+    layers.register_affine(_Gain, lambda layer, x, W, b: x * W, weight=lambda layer: layer.gain,
+                           bias=lambda layer: None, fan_in=lambda layer: 1)
+    layers.register_monotone(nn.LeakyReLU)
+    yield layers
+    layers.unregister(_Gain)
+    layers.unregister(nn.LeakyReLU)
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_a_registered_toy_layer_is_bounded_by_ibp_sound_ibp_and_the_verifier(toy_layers, seed):
+    from course_lib import verification
+
+    g = torch.Generator().manual_seed(seed)
+    d, m, k = 2 + seed % 3, 3 + seed % 5, 2 + seed % 3
+    torch.manual_seed(seed)
+    model = nn.Sequential(nn.Linear(d, m), _Gain(torch.randn(m, generator=g)), nn.LeakyReLU(0.1 + seed / 100),
+                          nn.Linear(m, k)).double()
+    x = torch.rand(3, d, generator=g, dtype=torch.float64)
+    y = torch.randint(0, k, (3,), generator=g)
+    eps = [0.0, 0.02, 0.1, 0.4][seed % 4]
+    z = model(box_samples(x, eps, g, 800).flatten(0, 1)).detach().view(800, 3, k)
+    for sound in (False, True):
+        lower, upper = ibp.ibp_bounds(model, x, eps, sound=sound)
+        assert (z >= lower - 1e-12).all() and (z <= upper + 1e-12).all()
+        margins = ibp.worst_case_margins(model, x, y, eps, sound=sound).scatter(1, y[:, None], -math.inf)
+        assert (z.gather(2, y.view(1, -1, 1).expand(800, -1, 1)) - z >= margins - 1e-12).all()
+    lo, hi = (x[0] - eps).clamp(0, 1).numpy(), (x[0] + eps).clamp(0, 1).numpy()
+    c = torch.zeros(k, dtype=torch.float64)
+    c[0], c[1] = 1.0, -1.0
+    true = (z[:, 0] @ c).min().item()
+    for fold in (False, True):
+        assert verification.ibp_lower_bound(model, lo, hi, c.numpy(), fold=fold) <= true + 1e-12
+
+
+def test_an_unregistered_layer_is_an_error_naming_it(toy_layers):
+    from course_lib import verification
+
+    model = nn.Sequential(nn.Linear(2, 3), nn.ELU(), nn.Linear(3, 2))
+    x = torch.rand(2, 2)
+    for call in (lambda: ibp.ibp_bounds(model, x, 0.1), lambda: ibp.ibp_bounds(model, x, 0.1, sound=True),
+                 lambda: verification.ibp_lower_bound(model, [0, 0], [1, 1], [1, -1])):
+        with pytest.raises(TypeError, match=r"layer 1 \(ELU"):
+            call()
+    toy_layers.unregister(nn.LeakyReLU)
+    with pytest.raises(TypeError, match="LeakyReLU"):
+        ibp.ibp_bounds(nn.Sequential(nn.LeakyReLU()), x, 0.1)
+    assert nn.ReLU in ibp.SUPPORTED and _Gain in ibp.SUPPORTED
+
+
+# ---------------------------------------------------------------------------
+# the argument policy and the docstrings' examples
+# ---------------------------------------------------------------------------
+
+def _policy_cases():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2))
+    x, y = torch.rand(4, 1, 2, 2, generator=torch.Generator().manual_seed(0)), torch.tensor([0, 1, 0, 1])
+    same = lambda a, b: all(torch.equal(p, q) for p, q in zip(a, b))  # noqa: E731
+    return {
+        "ibp_bounds eps": (lambda v: ibp.ibp_bounds(model, x, v), "eps", 0.1, same),
+        "sound ibp_bounds eps": (lambda v: ibp.ibp_bounds(model, x, v, sound=True), "eps", 0.1, same),
+        "input_box eps": (lambda v: ibp.input_box(x, v), "eps", 0.1, same),
+        "ibp_layer_bounds eps": (lambda v: ibp.ibp_layer_bounds(model, x, v)[-1], "eps", 0.1, same),
+        "worst_case_margins eps": (lambda v: ibp.worst_case_margins(model, x, y, v), "eps", 0.1, torch.equal),
+        "worst_case_logits eps": (lambda v: ibp.worst_case_logits(model, x, y, v).detach(), "eps", 0.1, torch.equal),
+        "certify eps": (lambda v: ibp.certify(model, x, y, v), "eps", 0.1, torch.equal),
+        "certified_accuracy eps": (lambda v: ibp.certified_accuracy(model, (x, y), v), "eps", 0.1, None),
+        "certified_accuracy batch_size": (lambda v: ibp.certified_accuracy(model, (x, y), 0.1, batch_size=v),
+                                          "batch_size", 3, None),
+        "interval_affine W": (lambda v: ibp.interval_affine(2.0, 4.0, v), "W", 5.0, same),
+        "interval_affine lower": (lambda v: ibp.interval_affine(v, 4.0, 5.0), "lower", 2.0, same),
+        "interval_relu upper": (lambda v: ibp.interval_relu(-1.0, v), "upper", 2.0, same),
+    }
+
+
+@pytest.mark.parametrize("case", list(_policy_cases()))
+def test_argument_policy(case):
+    from argument_policy import check_policy
+
+    call, name, value, same = _policy_cases()[case]
+    check_policy(call, name, value, same)
+
+
+def test_docstring_examples_run():
+    import doctest
+
+    from course_lib import intervals, layers, rounding, verification
+
+    for module in (ibp, layers, intervals, rounding, verification):
+        result = doctest.testmod(module)
+        assert result.failed == 0, module.__name__

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from course_lib import ibp, rounding
-from test_ibp import _random_case
+from strategies import random_case as _random_case
 
 pytestmark = pytest.mark.certify
 

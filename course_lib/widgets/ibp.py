@@ -10,18 +10,13 @@ matplotlib ``Figure`` outside pyplot shown through an ``ipywidgets.Image``.
 
 from __future__ import annotations
 
-import math
-
-import ipywidgets as widgets
 import numpy as np
 import torch
 from matplotlib.axes import Axes
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 from torch import Tensor, nn
 
-from course_lib import ibp
-from course_lib.widgets.explorer import png_bytes
+from course_lib import _checks, ibp
+from course_lib.widgets.explorer import Explorer, eps_slider, new_figure
 
 
 def layer_names(model: nn.Module) -> list[str]:
@@ -97,31 +92,25 @@ def plot_layer_widths(models: dict[str, nn.Module], x: Tensor, eps: float, *, ax
     return ax
 
 
-class WidthExplorer(widgets.VBox):
+class WidthExplorer(Explorer):
     """An eps slider above :func:`plot_layer_widths`. Attributes: ``eps`` (the slider),
     ``image`` (the PNG), ``figure``, ``ax``, ``widths`` (name -> the last :func:`layer_widths`)."""
 
     def __init__(self, models: dict[str, nn.Module], x: Tensor, y: Tensor | None, *, eps: float,
                  eps_max: float, figsize: tuple[float, float]) -> None:
         self.models, self.x, self.y = models, x.detach(), y
-        self.eps = widgets.FloatSlider(value=eps, min=0.0, max=eps_max, step=eps_max / 50, description="eps",
-                                       continuous_update=False, readout_format=".3f")
-        self.figure = Figure(figsize=figsize, layout="constrained")
-        FigureCanvasAgg(self.figure)
-        self.ax = self.figure.subplots()
-        self.image = widgets.Image(format="png")
+        self.eps = eps_slider(eps, eps_max, ticks=50)
+        figure = new_figure(figsize)
+        self.ax = figure.subplots()
         self.widths: dict[str, np.ndarray] = {}
-        super().__init__([self.eps, self.image])
-        self.eps.observe(self.redraw, names="value")
-        self.redraw()
+        super().__init__([self.eps], figure)
 
-    def redraw(self, change: dict | None = None) -> None:
-        """Recompute the bounds at the slider's eps and redraw; the slider's callback."""
+    def draw(self) -> None:
+        """Recompute the bounds at the slider's eps and draw them."""
         eps = float(self.eps.value)
         self.widths = {name: layer_widths(m, self.x, eps) for name, m in self.models.items()}
         self.ax.clear()
         plot_layer_widths(self.models, self.x, eps, ax=self.ax, y=self.y)
-        self.image.value = png_bytes(self.figure)
 
 
 def width_explorer(models: dict[str, nn.Module] | nn.Module, x: Tensor, y: Tensor | None = None, *,
@@ -142,12 +131,16 @@ def width_explorer(models: dict[str, nn.Module] | nn.Module, x: Tensor, y: Tenso
 
     Raises:
         ValueError: for ``eps_max <= 0``, ``eps`` outside [0, eps_max], or x outside [0, 1].
+
+    Examples:
+        >>> model = nn.Sequential(nn.Flatten(), nn.Linear(4, 2))
+        >>> explorer = width_explorer(model, torch.rand(3, 1, 2, 2), eps=0.1)
+        >>> explorer.widths["model"].shape
+        (3,)
     """
     if isinstance(models, nn.Module):
         models = {"model": models}
-    if isinstance(eps_max, bool) or not isinstance(eps_max, (int, float)) or not 0 < eps_max < math.inf:
-        raise ValueError(f"eps_max must be a finite number > 0, got {eps_max!r}")
-    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not 0 <= eps <= eps_max:
-        raise ValueError(f"eps must be a number in [0, eps_max={eps_max}], got {eps!r}")
+    eps_max = _checks.number(eps_max, "eps_max", gt=0)
+    eps = _checks.number(eps, "eps", ge=0, le=eps_max)
     ibp.input_box(x, 0.0)  # checks x: a batch in [0, 1]
-    return WidthExplorer(models, x, y, eps=float(eps), eps_max=float(eps_max), figsize=figsize)
+    return WidthExplorer(models, x, y, eps=eps, eps_max=eps_max, figsize=figsize)

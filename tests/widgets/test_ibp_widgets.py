@@ -71,3 +71,17 @@ def test_bad_input_names_the_argument(setup, kwargs, name):
         ibp_widgets.width_explorer(model, x, y, **kwargs)
     with pytest.raises(ValueError, match=r"\[0.0, 1.0\]"):
         ibp_widgets.width_explorer(model, x + 2, y)
+
+
+@pytest.mark.parametrize("name, value", [("eps", 0.05), ("eps_max", 0.3)])
+def test_argument_policy(setup, name, value):
+    from argument_policy import check_policy
+
+    model, x, y = setup
+    check_policy(lambda v: ibp_widgets.width_explorer(model, x, y, **{name: v}), name, value)
+
+
+def test_docstring_examples_run():
+    import doctest
+
+    assert doctest.testmod(ibp_widgets).failed == 0

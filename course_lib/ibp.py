@@ -424,7 +424,7 @@ def certified_accuracy(model: nn.Module, data, eps: float, *, batch_size: int = 
 def _propagate_centre_radius(sequence: list[nn.Module], mu: Tensor, r: Tensor) -> Interval:
     """Centre and radius after ``sequence``; ``mu`` and ``r`` must be the propagation's own."""
     for layer in sequence:
-        mu, r = layers.interval_step(layer, mu, r)
+        mu, r = layers.rule_for(layer).interval(layer, mu, r)  # layers_of checked every rule exists
     return mu, r
 
 

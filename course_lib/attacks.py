@@ -31,6 +31,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from course_lib.data import batches
+
 NORMS = ("linf", "l2")
 
 Attack = Callable[[nn.Module, Tensor, Tensor], Tensor]
@@ -204,12 +206,7 @@ def pgd(model: nn.Module, x: Tensor, y: Tensor, eps: float, alpha: float, steps:
     return x_adv
 
 
-def _batches(data, batch_size: int = 256) -> Iterable[tuple[Tensor, Tensor]]:
-    """Batches (x, y) from a DataLoader/iterable of batches, or a pair of tensors (x, y)."""
-    if isinstance(data, (tuple, list)) and len(data) == 2 and all(isinstance(t, Tensor) for t in data):
-        x, y = data
-        return [(x[i:i + batch_size], y[i:i + batch_size]) for i in range(0, len(x), batch_size)]
-    return data
+_batches = batches  # the old name; ibp imported it
 
 
 def accuracy_under_attack(model: nn.Module, data, attack: Attack | None, *,
@@ -229,25 +226,9 @@ def accuracy_under_attack(model: nn.Module, data, attack: Attack | None, *,
     Raises:
         ValueError: if ``data`` holds no examples.
     """
-    if device is None:
-        param = next(model.parameters(), None)
-        device = param.device if param is not None else torch.device("cpu")
-    was_training = model.training
-    model.eval()
-    correct = seen = 0
-    try:
-        for x, y in _batches(data):
-            x, y = x.to(device), y.to(device)
-            if attack is not None:
-                x = attack(model, x, y)
-            with torch.no_grad():
-                correct += (model(x).argmax(1) == y).sum().item()
-            seen += y.shape[0]
-    finally:
-        model.train(was_training)
-    if seen == 0:
-        raise ValueError("data holds no examples")
-    return correct / seen
+    from course_lib.train import accuracy  # here: train imports this module
+
+    return accuracy(model, data, attack=attack, device=device)
 
 
 def epsilon_sweep(model: nn.Module, data, attack: EpsAttack, eps_values: Sequence[float], *,

@@ -28,7 +28,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from course_lib.attacks import EpsAttack, _batches, pgd
+from course_lib.attacks import EpsAttack, pgd
+from course_lib.data import batches
+from course_lib.device import model_device
+from course_lib.models import evaluating
 
 BatchLoss = Callable[[nn.Module, Tensor, Tensor], "tuple[Tensor, Tensor]"]
 """``batch_loss(model, x, y) -> (loss, logits)``: a scalar loss to minimize and the
@@ -39,11 +42,6 @@ def cross_entropy_loss(model: nn.Module, x: Tensor, y: Tensor) -> tuple[Tensor, 
     """Standard training: mean cross-entropy of the model's logits on clean inputs."""
     logits = model(x)
     return F.cross_entropy(logits, y), logits
-
-
-def _model_device(model: nn.Module) -> torch.device:
-    param = next(model.parameters(), None)
-    return param.device if param is not None else torch.device("cpu")
 
 
 def _check_batch(x: Tensor, y: Tensor) -> None:
@@ -78,7 +76,7 @@ def _run_epoch(model: nn.Module, loader: Iterable, batch_loss: BatchLoss, device
             optimizer.step()
         n = y.shape[0]
         total_loss += loss.item() * n
-        correct += (logits.argmax(1) == y).sum().item()
+        correct += _count_correct(logits, y)
         seen += n
         if bar is not None:
             bar.update(1)
@@ -86,6 +84,57 @@ def _run_epoch(model: nn.Module, loader: Iterable, batch_loss: BatchLoss, device
     if seen == 0:
         raise ValueError("the data loader yielded no examples (empty data)")
     return total_loss / seen, correct / seen
+
+
+def _count_correct(logits: Tensor, y: Tensor) -> int:
+    return (logits.argmax(1) == y).sum().item()
+
+
+def accuracy(model: nn.Module, data, *, attack: Callable[[nn.Module, Tensor, Tensor], Tensor] | None = None,
+             device: torch.device | str | None = None) -> float:
+    """Fraction of examples ``model`` classifies correctly, after ``attack`` if one is given.
+
+    The one accuracy loop of the library: :func:`course_lib.attacks.accuracy_under_attack`,
+    :func:`course_lib.zoo.robust_accuracies` and the backdoor's clean accuracy all call it.
+
+    Args:
+        model: maps x (N, C, H, W) to logits (N, K); evaluated in eval mode (its mode is
+            restored afterwards).
+        data: a DataLoader (or any iterable) of batches ``(x, y)``, or a pair of tensors
+            ``(x, y)`` (cut into batches of 256).
+        attack: ``attack(model, x, y) -> x_adv``, run on each batch (with gradients);
+            ``None`` gives the clean accuracy.
+        device: where to compute; default the model's device.
+
+    Returns:
+        Accuracy in [0, 1].
+
+    Raises:
+        ValueError: if ``data`` holds no examples.
+
+    Examples:
+        >>> net = nn.Sequential(nn.Flatten(), nn.Linear(4, 2))
+        >>> x, y = torch.rand(6, 1, 2, 2), torch.zeros(6, dtype=torch.int64)
+        >>> 0.0 <= accuracy(net, (x, y)) <= 1.0
+        True
+        >>> from course_lib.attacks import fgsm
+        >>> accuracy(net, (x, y), attack=lambda m, x, y: fgsm(m, x, y, eps=1.0)) <= accuracy(net, (x, y))
+        True
+    """
+    if device is None:
+        device = model_device(model)
+    correct = seen = 0
+    with evaluating(model):
+        for x, y in batches(data):
+            x, y = x.to(device), y.to(device)
+            if attack is not None:
+                x = attack(model, x, y)
+            with torch.no_grad():
+                correct += _count_correct(model(x), y)
+            seen += y.shape[0]
+    if seen == 0:
+        raise ValueError("data holds no examples")
+    return correct / seen
 
 
 def evaluate(model: nn.Module, loader: Iterable, *, batch_loss: BatchLoss = cross_entropy_loss,
@@ -108,17 +157,13 @@ def evaluate(model: nn.Module, loader: Iterable, *, batch_loss: BatchLoss = cros
     Raises:
         ValueError: if the loader is empty or a batch is malformed.
     """
-    device = torch.device(device) if device is not None else _model_device(model)
-    loader = _batches(loader)
-    was_training = model.training
-    model.eval()
-    try:
+    device = torch.device(device) if device is not None else model_device(model)
+    loader = batches(loader)
+    with evaluating(model):
         bar = tqdm(total=_len_or_none(loader), desc="evaluate", leave=False) if progress else None
         loss, acc = _run_epoch(model, loader, batch_loss, device, None, bar)
         if bar is not None:
             bar.close()
-    finally:
-        model.train(was_training)
     return {"loss": loss, "accuracy": acc}
 
 
@@ -168,7 +213,7 @@ def train(model: nn.Module, loader: Iterable, *, epochs: int = 1,
         raise TypeError(f"optimizer must be a torch.optim.Optimizer, got {type(optimizer).__name__}")
     if device is not None:
         model.to(device)
-    device = _model_device(model)
+    device = model_device(model)
     if optimizer is None:
         optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     history: dict[str, list[float]] = {"loss": [], "accuracy": []}

@@ -52,7 +52,7 @@ from tqdm.auto import tqdm
 from course_lib import attacks, models
 from course_lib import train as training
 from course_lib.data import DatasetSplits, load_dataset
-from course_lib.device import seed_everything
+from course_lib.device import model_device, seed_everything
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 FORMAT = 1
@@ -177,11 +177,6 @@ def _recipe(name_or_recipe: str | Recipe) -> Recipe:
     return RECIPES[name_or_recipe]
 
 
-def _device_of(model: nn.Module) -> torch.device:
-    param = next(model.parameters(), None)
-    return param.device if param is not None else torch.device("cpu")
-
-
 def robust_accuracies(model: nn.Module, data, eps: float, *, pgd_steps: int = EVAL["pgd_steps"],
                       pgd_alpha: float | None = None, seed: int = EVAL["seed"]) -> dict[str, float]:
     """Accuracy on clean inputs, under FGSM and under PGD (L-inf, random start), at radius eps.
@@ -198,12 +193,12 @@ def robust_accuracies(model: nn.Module, data, eps: float, *, pgd_steps: int = EV
         ``{"natural": ..., "fgsm": ..., "pgd": ...}``, accuracies in [0, 1].
     """
     alpha = 2.5 * eps / pgd_steps if pgd_alpha is None else pgd_alpha
-    gen = torch.Generator(device=_device_of(model)).manual_seed(seed)
+    gen = torch.Generator(device=model_device(model)).manual_seed(seed)
     return {
-        "natural": attacks.accuracy_under_attack(model, data, None),
-        "fgsm": attacks.accuracy_under_attack(model, data, lambda m, x, y: attacks.fgsm(m, x, y, eps)),
-        "pgd": attacks.accuracy_under_attack(
-            model, data, lambda m, x, y: attacks.pgd(m, x, y, eps, alpha, pgd_steps, generator=gen)),
+        "natural": training.accuracy(model, data),
+        "fgsm": training.accuracy(model, data, attack=lambda m, x, y: attacks.fgsm(m, x, y, eps)),
+        "pgd": training.accuracy(
+            model, data, attack=lambda m, x, y: attacks.pgd(m, x, y, eps, alpha, pgd_steps, generator=gen)),
     }
 
 

@@ -23,14 +23,13 @@ with ``torch.autograd.grad`` with respect to the input only), and x is never mod
 
 from __future__ import annotations
 
-import math
-import numbers
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from course_lib import _checks
 from course_lib.data import batches
 
 NORMS = ("linf", "l2")
@@ -40,18 +39,6 @@ Attack = Callable[[nn.Module, Tensor, Tensor], Tensor]
 
 EpsAttack = Callable[[nn.Module, Tensor, Tensor, float], Tensor]
 """``attack(model, x, y, eps) -> x_adv``, e.g. ``fgsm``; used by :func:`epsilon_sweep`."""
-
-
-def _check_number(value: float, name: str, *, positive: bool) -> float:
-    if isinstance(value, Tensor) and value.ndim == 0 and value.is_floating_point():
-        value = value.item()  # a 0-d tensor, e.g. from a schedule
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
-        raise ValueError(f"{name} must be a finite number, got {value!r}")
-    if positive and value <= 0:
-        raise ValueError(f"{name} must be > 0, got {value}")
-    if not positive and value < 0:
-        raise ValueError(f"{name} must be >= 0, got {value}")
-    return float(value)
 
 
 def _check_inputs(x: Tensor, y: Tensor) -> None:
@@ -66,12 +53,6 @@ def _check_inputs(x: Tensor, y: Tensor) -> None:
     lo, hi = torch.aminmax(x)
     if not (lo >= 0 and hi <= 1):  # also catches nan
         raise ValueError(f"x must lie in [0, 1] (got values in [{lo:.3g}, {hi:.3g}]); undo normalization first")
-
-
-def _check_norm(norm: str) -> str:
-    if norm not in NORMS:
-        raise ValueError(f"norm must be one of {NORMS}, got {norm!r}")
-    return norm
 
 
 def _input_gradient(model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
@@ -100,8 +81,8 @@ def project(delta: Tensor, eps: float, norm: str = "linf") -> Tensor:
     Returns:
         A new tensor of delta's shape.
     """
-    eps = _check_number(eps, "eps", positive=False)
-    if _check_norm(norm) == "linf":
+    eps = _checks.number(eps, "eps", ge=0)
+    if _checks.choice(norm, "norm", NORMS) == "linf":
         return delta.clamp(-eps, eps)
     scale = (eps / _per_example_norm(delta).clamp_min(1e-12)).clamp(max=1.0)
     return delta * scale
@@ -142,8 +123,9 @@ def fgsm(model: nn.Module, x: Tensor, y: Tensor, eps: float, *, targeted: bool =
     Raises:
         ValueError: if eps < 0, x lies outside [0, 1], or y is not int64 of shape (N,).
     """
-    eps = _check_number(eps, "eps", positive=False)
+    eps = _checks.number(eps, "eps", ge=0)
     _check_inputs(x, y)
+    targeted = _checks.flag(targeted, "targeted")
     grad = _input_gradient(model, x, y)
     step = -eps if targeted else eps  # a targeted attack descends the loss toward y
     return (x.detach() + step * grad.sign()).clamp_(0, 1)
@@ -178,11 +160,13 @@ def pgd(model: nn.Module, x: Tensor, y: Tensor, eps: float, alpha: float, steps:
         ValueError: for eps < 0, alpha <= 0, steps < 1, an unknown norm, x outside [0, 1],
             or labels that are not int64 of shape (N,).
     """
-    eps = _check_number(eps, "eps", positive=False)
-    alpha = _check_number(alpha, "alpha", positive=True)
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
-    norm = _check_norm(norm)
+    eps = _checks.number(eps, "eps", ge=0)
+    alpha = _checks.number(alpha, "alpha", gt=0)
+    steps = _checks.integer(steps, "steps", ge=1)
+    norm = _checks.choice(norm, "norm", NORMS)
+    random_start = _checks.flag(random_start, "random_start")
+    targeted = _checks.flag(targeted, "targeted")
+    generator = _checks.optional_generator(generator)
     _check_inputs(x, y)
     x = x.detach()
     if random_start and eps > 0:
@@ -246,7 +230,7 @@ def epsilon_sweep(model: nn.Module, data, attack: EpsAttack, eps_values: Sequenc
     """
     accuracies = []
     for eps in eps_values:
-        eps = _check_number(eps, "eps", positive=False)
+        eps = _checks.number(eps, "eps", ge=0)
         run = None if eps == 0 else (lambda m, x, y, e=eps: attack(m, x, y, e))
         accuracies.append(accuracy_under_attack(model, data, run, device=device))
     return accuracies

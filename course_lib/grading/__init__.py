@@ -1,8 +1,10 @@
 """What a TA runs: the autograde pipeline, its workers and sandbox, release and validate.
 
 * ``python -m course_lib.grading``: autograde a class (:mod:`~course_lib.grading.pipeline`;
-  ``make grade``), each submission in a sandbox (:mod:`~course_lib.grading.sandbox`) driven
-  by the trusted workers of :mod:`~course_lib.grading.worker`
+  ``make grade``): the submissions unpacked, checked and repaired
+  (:mod:`~course_lib.grading.submissions`), each run in a sandbox
+  (:mod:`~course_lib.grading.sandbox`) driven by a pool (:mod:`~course_lib.grading.pool`) of
+  trusted workers (:mod:`~course_lib.grading.worker`)
 * ``python -m course_lib.grading.release``: regenerate ``assignments/`` (``make release``)
 * ``python -m course_lib.grading.validate NOTEBOOK``: a student's check (``make validate``)
 * :mod:`~course_lib.grading.feedback`: what the feedback HTML hides
@@ -15,8 +17,8 @@ from __future__ import annotations
 
 import importlib
 
-_FROM_PIPELINE = ("CSV_COLUMNS", "grade_submissions", "main")
-__all__ = [*_FROM_PIPELINE, "feedback", "pipeline", "release", "sandbox", "validate", "worker"]
+_FROM_PIPELINE = ("CSV_COLUMNS", "GradeRow", "GradingError", "grade_submissions", "main")
+__all__ = [*_FROM_PIPELINE, "feedback", "pipeline", "pool", "release", "sandbox", "submissions", "validate", "worker"]
 
 
 def __getattr__(name: str):

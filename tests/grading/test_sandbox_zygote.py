@@ -231,11 +231,11 @@ def test_a_fresh_tmp_keeps_the_read_only_binds_below_it(tmp_path):
 
     (tmp_path / "notes.txt").write_text("kept")
     lib = Path(sandbox.__file__).parent  # the sandbox package
-    cmd = sandbox.bwrap._bwrap_base() + ["--unshare-user", "--uid", "65534", "--gid", "65534",
+    cmd = sandbox.bwrap.bwrap_base() + ["--unshare-user", "--uid", "65534", "--gid", "65534",
                                    "--ro-bind", str(lib), "/tmp/project/lib",
                                    "--ro-bind", str(tmp_path / "notes.txt"), "/tmp/project/notes.txt",
                                    "--remount-ro", "/", sys.executable, "-c", FRESH_TMP]
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=sandbox.bwrap._sandbox_env())
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=sandbox.bwrap.sandbox_env())
     assert done.returncode == 0, done.stderr
     seen = json.loads(done.stdout.strip().splitlines()[-1])
     assert "planted" not in seen["tmp"] and "project" in seen["tmp"]

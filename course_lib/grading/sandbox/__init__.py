@@ -1,7 +1,9 @@
 """The grading sandbox: each student's notebook runs where it can reach nothing of the grader's.
 
-* :mod:`~course_lib.grading.sandbox.bwrap`: one bubblewrap sandbox per notebook, its limits
-  (:class:`Limits`) and the grader's side of the zygote (:class:`Zygote`)
+* :mod:`~course_lib.grading.sandbox.bwrap`: one bubblewrap sandbox per notebook and its limits
+  (:class:`Limits`)
+* :mod:`~course_lib.grading.sandbox.zygote_client`: the grader's side of the zygote
+  (:class:`Zygote`): one sandbox per worker that forks a child per submission
 * :mod:`~course_lib.grading.sandbox.zygote`: the pre-imported Python inside one sandbox that
   forks a fresh, isolated child for each submission
 * :mod:`~course_lib.grading.sandbox.namespaces`: the Linux namespaces such a child enters
@@ -17,10 +19,10 @@ from __future__ import annotations
 
 import importlib
 
-_FROM = {"Limits": "bwrap", "Zygote": "bwrap", "ZygoteError": "bwrap", "bwrap_caps_tmpfs": "bwrap",
+_FROM = {"Limits": "bwrap", "Zygote": "zygote_client", "ZygoteError": "zygote_client", "bwrap_caps_tmpfs": "bwrap",
          "bwrap_problem": "bwrap", "execute_notebook": "bwrap", "make_pids_cgroup": "bwrap",
          "notebook_imports": "bwrap", "process_cap": "bwrap", "copy_regular_files": "execute"}
-_MODULES = ("bwrap", "execute", "kernel", "namespaces", "zygote")
+_MODULES = ("bwrap", "execute", "kernel", "namespaces", "zygote", "zygote_client")
 __all__ = sorted([*_FROM, *_MODULES])
 
 

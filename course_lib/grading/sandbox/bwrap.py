@@ -29,8 +29,12 @@ What the sandbox (``bwrap``) gives each submission:
   the whole submission (everything in the sandbox is killed).
 
 :func:`execute_notebook` builds that sandbox from scratch for one submission;
-:class:`Zygote` builds it once per grading worker around a pre-imported Python that forks
-each submission a child with fresh namespaces of its own (:mod:`course_lib.grading.sandbox.zygote`).
+:class:`~course_lib.grading.sandbox.zygote_client.Zygote` (in its own module, importable from
+here too) builds it once per grading worker around a pre-imported Python that forks each
+submission a child with fresh namespaces of its own (:mod:`course_lib.grading.sandbox.zygote`).
+
+The public helpers here (:func:`bwrap_base`, :func:`sandbox_env`, :func:`process_limits`,
+:func:`fill_box`, :func:`read_back`, ...) are the building blocks both share.
 
 Without ``bwrap`` the same executor runs as a plain child process with the same
 resource limits but no filesystem or network isolation: only with ``unsafe=True``.
@@ -40,10 +44,8 @@ from __future__ import annotations
 
 import ast
 import functools
-import json
 import os
 import resource
-import select
 import shutil
 import subprocess
 import sys
@@ -58,6 +60,7 @@ import nbformat
 from nbformat import NotebookNode
 
 import course_lib
+from course_lib import _checks
 from course_lib.grading.sandbox.execute import LOG, RESULT, STAGING_FULL, SUBMISSION, copy_regular_files
 
 BWRAP_HELP = ("bubblewrap (bwrap) is needed to isolate student code: install it with "
@@ -65,9 +68,22 @@ BWRAP_HELP = ("bubblewrap (bwrap) is needed to isolate student code: install it 
               "or grade without isolation with UNSAFE=1 (only for submissions you trust)")
 
 
+FIELDS = ("cell_timeout", "wall_timeout", "memory_bytes", "max_processes", "max_file_bytes",
+          "max_output_chars", "scratch_bytes")
+
+
 @dataclass(frozen=True)
 class Limits:
-    """Resource caps for one submission; the defaults are the documented ones."""
+    """Resource caps for one submission; the defaults are the documented ones.
+
+    Every field is a count >= 1 (a Python, NumPy or 0-d tensor integer; stored as ``int``).
+
+    Examples:
+        >>> Limits(cell_timeout=30).cell_timeout, Limits().wall_timeout
+        (30, 600)
+        >>> Limits(memory_bytes=2 * 2**30).memory_bytes // 2**30
+        2
+    """
 
     cell_timeout: int = 60  # seconds one cell may run before it is interrupted
     wall_timeout: int = 600  # seconds for the whole submission, kernel start included
@@ -78,11 +94,8 @@ class Limits:
     scratch_bytes: int = 512 * 2**20  # size of each in-memory folder: /sandbox/work, /tmp, /dev/shm
 
     def __post_init__(self) -> None:
-        for name in ("cell_timeout", "wall_timeout", "memory_bytes", "max_processes",
-                     "max_file_bytes", "max_output_chars", "scratch_bytes"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        for name in FIELDS:  # each a count >= 1, stored as a Python int (it travels as JSON)
+            object.__setattr__(self, name, _checks.integer(getattr(self, name), name, ge=1))
 
 
 def bwrap_problem() -> str | None:
@@ -131,7 +144,9 @@ def _tmpfs(path: str, limits: Limits | None) -> list[str]:
     return ["--tmpfs", path]
 
 
-def _bwrap_base(limits: Limits | None = None) -> list[str]:
+def bwrap_base(limits: Limits | None = None) -> list[str]:
+    """The bwrap command line every sandbox starts from: new namespaces, no capabilities, the
+    read-only system (:func:`_readonly_paths`), fresh ``/proc``, ``/dev``, ``/tmp``, ``/dev/shm``."""
     # --cap-drop ALL: run as root, bwrap would otherwise keep the capabilities of its new user
     # namespace, and CAP_SYS_ADMIN there can remount the read-only binds read-write
     cmd = [shutil.which("bwrap") or "bwrap", "--unshare-all", "--cap-drop", "ALL", "--die-with-parent", "--new-session",
@@ -147,7 +162,7 @@ def _bwrap_command(box: Path, limits: Limits, notebook_fd: int) -> list[str]:
     them into the in-memory /sandbox/work), the notebook copied in from ``notebook_fd``, and the
     box's result file bound at /sandbox/submission.ipynb.out: nothing else of the grader's disk
     is writable."""
-    return _bwrap_base(limits) + [
+    return bwrap_base(limits) + [
         *_tmpfs("/sandbox", limits), "--dir", "/sandbox/work", "--ro-bind", str(box / "work"), "/sandbox/input",
         "--file", str(notebook_fd), f"/sandbox/work/{SUBMISSION}", "--bind", str(box / RESULT), f"/sandbox/{RESULT}",
         "--remount-ro", "/", "--chdir", "/sandbox/work", "--setenv", "HOME", "/tmp", "--setenv", "TMPDIR", "/tmp"]
@@ -166,7 +181,7 @@ def _user_process_count() -> int:
     return count
 
 
-def _limit_resources(limits: Limits, nproc: int | None, cgroup: Path | None):
+def limit_resources(limits: Limits, nproc: int | None, cgroup: Path | None):
     """The child's set-up before exec: rlimits, and joining the pids cgroup if there is one."""
     def apply() -> None:
         resource.setrlimit(resource.RLIMIT_FSIZE, (limits.max_file_bytes, limits.max_file_bytes))
@@ -199,6 +214,7 @@ def make_pids_cgroup(max_processes: int) -> Path | None:
 
     RLIMIT_NPROC does not bind root, so when grading as root this is the process cap.
     """
+    max_processes = _checks.integer(max_processes, "max_processes", ge=1)
     for base in _own_cgroup_dirs():
         group = base / f"course_sandbox_{os.getpid()}_{uuid.uuid4().hex[:8]}"
         try:
@@ -213,7 +229,8 @@ def make_pids_cgroup(max_processes: int) -> Path | None:
     return None
 
 
-def _remove_cgroup(group: Path | None) -> None:
+def remove_cgroup(group: Path | None) -> None:
+    """Remove a cgroup made by :func:`make_pids_cgroup` (None: nothing to do)."""
     if group is None:
         return
     for _ in range(50):  # the sandbox's processes may take a moment to be reaped
@@ -228,12 +245,12 @@ def process_cap() -> str:
     """How the process cap is enforced here: "cgroup", "rlimit", or "none" (root without cgroups)."""
     group = make_pids_cgroup(64)
     if group is not None:
-        _remove_cgroup(group)
+        remove_cgroup(group)
         return "cgroup"
     return "rlimit" if os.getuid() != 0 else "none"
 
 
-def _sandbox_env() -> dict[str, str]:
+def sandbox_env() -> dict[str, str]:
     """The whole environment of sandboxed processes: nothing of the grader's leaks in."""
     return {"PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin", "LANG": "C.UTF-8",
             "HOME": "/tmp", "TMPDIR": "/tmp", "JUPYTER_RUNTIME_DIR": "/tmp/jupyter",
@@ -241,7 +258,7 @@ def _sandbox_env() -> dict[str, str]:
             "PYTHONDONTWRITEBYTECODE": "1", "OMP_NUM_THREADS": "1"}
 
 
-def _process_limits(limits: Limits, extra: int = 0):
+def process_limits(limits: Limits, extra: int = 0):
     """(cgroup or None, RLIMIT_NPROC or None) capping a sandbox at ``limits.max_processes + extra``."""
     cgroup = make_pids_cgroup(limits.max_processes + extra)
     # RLIMIT_NPROC counts all of this user's processes: allow the ones already running
@@ -249,7 +266,7 @@ def _process_limits(limits: Limits, extra: int = 0):
     return cgroup, nproc
 
 
-def _fill_box(box: Path, nb: NotebookNode, files: Path | None) -> None:
+def fill_box(box: Path, nb: NotebookNode, files: Path | None) -> None:
     """What a sandbox is made from: ``box/work``, a copy of the student's other files (no
     notebooks); ``box/submission.ipynb``, the notebook to run (with the hidden tests); and the
     empty ``box/submission.ipynb.out`` and ``box/exec.log`` that the sandbox writes."""
@@ -262,7 +279,7 @@ def _fill_box(box: Path, nb: NotebookNode, files: Path | None) -> None:
         (box / name).touch()
 
 
-def _read_log(path: Path) -> str:
+def read_log(path: Path) -> str:
     """The first MiB of a sandbox's log (student code can write to it)."""
     if not path.is_file() or path.is_symlink():
         return ""
@@ -270,7 +287,7 @@ def _read_log(path: Path) -> str:
         return f.read(1 << 20).decode(errors="replace")
 
 
-def _read_back(box: Path, limits: Limits, log: str) -> tuple[NotebookNode | None, str | None]:
+def read_back(box: Path, limits: Limits, log: str) -> tuple[NotebookNode | None, str | None]:
     """The executed notebook the sandbox left in ``box`` (untrusted: checked before use)."""
     out = box / RESULT
     if out.is_symlink() or not out.is_file() or out.stat().st_size == 0:
@@ -286,7 +303,8 @@ def _read_back(box: Path, limits: Limits, log: str) -> tuple[NotebookNode | None
         return None, "the executed notebook came back unreadable"
 
 
-def _wall_time_reason(limits: Limits) -> str:
+def wall_time_reason(limits: Limits) -> str:
+    """The reason given when a submission runs past ``limits.wall_timeout``."""
     return f"the whole submission ran longer than {limits.wall_timeout} s and was stopped"
 
 
@@ -304,9 +322,10 @@ def execute_notebook(nb: NotebookNode, files: Path | None, limits: Limits = Limi
         ``(executed notebook, None)``, or ``(None, reason)`` when nothing usable came back
         (wall time exceeded, output too large, the executor itself failed).
     """
+    unsafe = _checks.flag(unsafe, "unsafe")
     with tempfile.TemporaryDirectory(prefix="course_sandbox_") as tmp:
         box = Path(tmp)
-        _fill_box(box, nb, files)
+        fill_box(box, nb, files)
         work = box / "work"
         with open(box / SUBMISSION, "rb") as notebook, open(box / LOG, "wb") as log:
             executor = [sys.executable, "-m", "course_lib.grading.sandbox.execute"]
@@ -319,17 +338,17 @@ def execute_notebook(nb: NotebookNode, files: Path | None, limits: Limits = Limi
                 cmd = _bwrap_command(box, limits, notebook.fileno()) + executor + [
                     "--stage", "/sandbox/input", SUBMISSION, f"/sandbox/{RESULT}", *limit_args]
                 cwd, fds = None, (notebook.fileno(),)
-            cgroup, nproc = _process_limits(limits)
+            cgroup, nproc = process_limits(limits)
             try:
                 # the log is a file (at most RLIMIT_FSIZE), not a pipe: student code can write to it
-                subprocess.run(cmd, cwd=cwd, env=_sandbox_env(), stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                subprocess.run(cmd, cwd=cwd, env=sandbox_env(), stdin=subprocess.DEVNULL, stdout=log, stderr=log,
                                pass_fds=fds, timeout=limits.wall_timeout, start_new_session=True,
-                               preexec_fn=_limit_resources(limits, nproc, cgroup))
+                               preexec_fn=limit_resources(limits, nproc, cgroup))
             except subprocess.TimeoutExpired:
-                return None, _wall_time_reason(limits)
+                return None, wall_time_reason(limits)
             finally:
-                _remove_cgroup(cgroup)
-        return _read_back(box, limits, _read_log(box / LOG))
+                remove_cgroup(cgroup)
+        return read_back(box, limits, read_log(box / LOG))
 
 
 def notebook_imports(paths: list[Path]) -> list[str]:
@@ -357,121 +376,10 @@ def notebook_imports(paths: list[Path]) -> list[str]:
     return modules
 
 
-class ZygoteError(RuntimeError):
-    """The zygote could not start or stopped answering. ``permanent``: it cannot work on this
-    machine at all (no bwrap, or nested namespaces refused), so there is no point retrying."""
+def __getattr__(name: str):
+    # the grader's side of the zygote lives in zygote_client (which builds on this module)
+    if name in ("Zygote", "ZygoteError"):
+        from course_lib.grading.sandbox import zygote_client
 
-    def __init__(self, message: str, permanent: bool = False) -> None:
-        super().__init__(message)
-        self.permanent = permanent
-
-
-class Zygote:
-    """One long-lived sandbox whose pre-imported Python forks a fresh, isolated child for each
-    submission (:mod:`course_lib.grading.sandbox.zygote`): the same isolation and limits as a sandbox
-    of its own per submission, without paying Python's, PyTorch's and Jupyter's start-up
-    (a few seconds) every time. One per grading worker; submissions run one at a time.
-
-    What the children share with each other is only what the zygote's own sandbox shows
-    them read-only; each gets new namespaces, an empty ``/tmp`` and ``/dev/shm``, only its
-    own box, no capabilities, and nothing survives it (its PID 1 is killed at the end).
-
-    Args:
-        limits: resource caps for every submission.
-        preload: modules to import once in the zygote (those the notebooks import).
-    """
-
-    START_TIMEOUT = 180  # seconds to import the preloaded modules
-
-    def __init__(self, limits: Limits = Limits(), preload: tuple[str, ...] = ("numpy", "torch")) -> None:
-        problem = bwrap_problem()
-        if problem is not None:
-            raise ZygoteError(problem, permanent=True)
-        self.limits = limits
-        self.root = Path(tempfile.mkdtemp(prefix="course_zygote_"))
-        self._count = 0
-        # the zygote, the child that waits for its PID 1, and PID 1 count with the students' processes
-        self._cgroup, nproc = _process_limits(limits, extra=3)
-        cmd = _bwrap_base() + ["--as-pid-1", "--bind", str(self.root), "/boxes", "--dir", "/sandbox",
-                               "--remount-ro", "/dev", "--remount-ro", "/", "--chdir", "/"]
-        if os.getuid() == 0:
-            # a child may map its own user id into its new user namespace, except root's without
-            # CAP_SETFCAP (dropped): graded as root, the zygote runs as nobody in its namespace
-            cmd[1:1] = ["--unshare-user", "--uid", "65534", "--gid", "65534"]
-        cmd += [sys.executable, "-m", "course_lib.grading.sandbox.zygote",
-                json.dumps({k: getattr(limits, k) for k in ("cell_timeout", "wall_timeout", "memory_bytes",
-                                                            "max_output_chars", "scratch_bytes")}),
-                json.dumps(list(preload))]
-        self.process = subprocess.Popen(cmd, env=_sandbox_env(), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                        stderr=subprocess.DEVNULL, start_new_session=True,
-                                        preexec_fn=_limit_resources(limits, nproc, self._cgroup))
-        ready = self._reply(self.START_TIMEOUT)
-        if not ready.get("ready"):
-            self.close()
-            raise ZygoteError("the grading zygote did not start", permanent=True)
-        self.preloaded: list[str] = ready.get("preloaded", [])
-
-    def _reply(self, timeout: float) -> dict:
-        """The zygote's next JSON line, or {} if none came within ``timeout`` seconds."""
-        stdout = self.process.stdout
-        if not select.select([stdout], [], [], timeout)[0]:
-            return {}
-        line = stdout.readline()
-        try:
-            reply = json.loads(line)
-        except ValueError:
-            return {}
-        return reply if isinstance(reply, dict) else {}
-
-    def alive(self) -> bool:
-        return self.process.poll() is None
-
-    def execute(self, nb: NotebookNode, files: Path | None) -> tuple[NotebookNode | None, str | None]:
-        """Like :func:`execute_notebook`, in a child of the zygote. Raises :class:`ZygoteError`
-        (after closing the zygote) when the zygote itself fails; the caller can retry elsewhere."""
-        if not self.alive():
-            raise ZygoteError("the grading zygote is not running")
-        self._count += 1
-        name = f"box{self._count}"
-        box = self.root / name
-        box.mkdir()
-        try:
-            _fill_box(box, nb, files)
-            try:
-                self.process.stdin.write((json.dumps({"box": name}) + "\n").encode())
-                self.process.stdin.flush()
-            except OSError as error:
-                self.close()
-                raise ZygoteError(f"the grading zygote stopped: {error}") from None
-            reply = self._reply(self.limits.wall_timeout + 60)
-            if reply.get("status") not in ("done", "timeout"):
-                self.close()
-                if reply.get("status") == "error":  # a child could not make its namespaces
-                    raise ZygoteError(f"the grading zygote cannot isolate a child here: {str(reply.get('why'))[:300]}",
-                                      permanent=True)
-                raise ZygoteError("the grading zygote stopped answering")
-            if reply["status"] == "timeout":
-                return None, _wall_time_reason(self.limits)
-            return _read_back(box, self.limits, _read_log(box / LOG))
-        finally:
-            shutil.rmtree(box, ignore_errors=True)
-
-    def close(self) -> None:
-        """Stop the zygote and everything in its sandbox; remove its boxes."""
-        if self.process.poll() is None:
-            self.process.kill()  # bwrap's --die-with-parent takes the whole sandbox with it
-        self.process.wait()
-        for stream in (self.process.stdin, self.process.stdout):
-            try:
-                stream.close()
-            except OSError:
-                pass
-        _remove_cgroup(self._cgroup)
-        self._cgroup = None
-        shutil.rmtree(self.root, ignore_errors=True)
-
-    def __enter__(self) -> "Zygote":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
+        return getattr(zygote_client, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -23,8 +23,6 @@ Through torchvision (needs a download once, or a local copy under ``root``):
 
 from __future__ import annotations
 
-import numbers
-
 import functools
 import os
 import urllib.error
@@ -34,6 +32,8 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, TensorDataset
+
+from course_lib import _checks
 
 OFFLINE = ("digits", "mnist5k")
 TORCHVISION = ("mnist", "fashion_mnist", "cifar10")
@@ -80,11 +80,10 @@ class DatasetSplits:
 
     def loaders(self, batch_size: int = 128, *, seed: int = 0) -> tuple[DataLoader, DataLoader]:
         """A shuffling train loader (seeded) and an ordered test loader."""
-        if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
-        gen = torch.Generator().manual_seed(seed)
-        return (DataLoader(self.train, batch_size=int(batch_size), shuffle=True, generator=gen),
-                DataLoader(self.test, batch_size=int(batch_size), shuffle=False))
+        batch_size = _checks.integer(batch_size, "batch_size", ge=1)
+        gen = torch.Generator().manual_seed(_checks.integer(seed, "seed", ge=0))
+        return (DataLoader(self.train, batch_size=batch_size, shuffle=True, generator=gen),
+                DataLoader(self.test, batch_size=batch_size, shuffle=False))
 
 
 def default_root() -> Path:
@@ -104,8 +103,7 @@ def stratified_split(y: np.ndarray, test_fraction: float = TEST_FRACTION,
     Returns:
         Two sorted int64 index arrays that partition ``range(N)``.
     """
-    if not 0 < test_fraction < 1:
-        raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction}")
+    test_fraction = _checks.probability(test_fraction, "test_fraction")
     rng = np.random.RandomState(seed)
     train_idx, test_idx = [], []
     for c in np.unique(y):
@@ -220,6 +218,7 @@ def batches(data, batch_size: int = 256):
         [2, 2, 1]
     """
     if isinstance(data, (tuple, list)) and len(data) == 2 and all(isinstance(t, torch.Tensor) for t in data):
+        batch_size = _checks.integer(batch_size, "batch_size", ge=1)
         x, y = data
         return [(x[i:i + batch_size], y[i:i + batch_size]) for i in range(0, len(x), batch_size)]
     return data
@@ -252,8 +251,6 @@ def binary_task(dataset: str, positive: int, negative: int, *, n_train: int, n_v
         >>> task["X_train"].shape, sorted(set(task["y_val"].tolist()))
         ((50, 64), [-1.0, 1.0])
     """
-    from course_lib import _checks
-
     n_train = _checks.integer(n_train, "n_train", ge=1)
     n_val = _checks.integer(n_val, "n_val", ge=1)
     seed = _checks.integer(seed, "seed", ge=0)

@@ -17,29 +17,26 @@ from __future__ import annotations
 
 import contextlib
 import math
-import numbers
 from collections.abc import Iterator, Sequence
 
 import torch
 from torch import nn
 
-
-def _is_int(value: object) -> bool:
-    """An integer, NumPy's included (``data.num_classes`` may come from an array); not a bool."""
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+from course_lib import _checks
 
 
 def _check_shape(input_shape: Sequence[int]) -> tuple[int, int, int]:
-    shape = tuple(input_shape)
-    if len(shape) != 3 or not all(_is_int(s) and s > 0 for s in shape):
-        raise ValueError(f"input_shape must be (C, H, W) of positive integers, got {input_shape!r}")
-    return tuple(int(s) for s in shape)  # type: ignore[return-value]
+    try:
+        shape = tuple(input_shape)
+        if len(shape) != 3:
+            raise _checks.ArgumentError
+        return tuple(_checks.integer(s, "input_shape", ge=1) for s in shape)  # type: ignore[return-value]
+    except (TypeError, ValueError):
+        raise _checks.fail("input_shape", "(C, H, W) of positive integers", input_shape) from None
 
 
 def _check_classes(num_classes: int) -> int:
-    if not _is_int(num_classes) or num_classes < 2:
-        raise ValueError(f"num_classes must be an integer >= 2, got {num_classes!r}")
-    return int(num_classes)
+    return _checks.integer(num_classes, "num_classes", ge=2)
 
 
 def linear(input_shape: Sequence[int], num_classes: int = 10) -> nn.Sequential:
@@ -63,11 +60,13 @@ def mlp(input_shape: Sequence[int], num_classes: int = 10,
     """
     c, h, w = _check_shape(input_shape)
     num_classes = _check_classes(num_classes)
-    if not all(_is_int(k) and k > 0 for k in hidden):
-        raise ValueError(f"hidden must hold positive integer widths, got {hidden!r}")
+    try:
+        widths = [_checks.integer(k, "hidden", ge=1) for k in hidden]
+    except (TypeError, ValueError):
+        raise _checks.fail("hidden", "a sequence of positive integer widths", hidden) from None
     layers: list[nn.Module] = [nn.Flatten()]
     width = c * h * w
-    for k in map(int, hidden):
+    for k in widths:
         layers += [nn.Linear(width, k), nn.ReLU()]
         width = k
     layers.append(nn.Linear(width, num_classes))

@@ -11,10 +11,10 @@ grid of points can be evaluated at once for contour plots.
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import Tensor
+
+from course_lib import _checks
 
 
 def _check_points(w: Tensor, d: int, name: str = "w") -> None:
@@ -109,11 +109,9 @@ def make_regression_2d(n: int = 200, *, noise: float = 0.5, seed: int = 0) -> Le
     Inputs have standard deviations 1 and 0.3 (condition number about 11), the true
     weights are (2, -1), and targets carry Gaussian noise of std ``noise``.
     """
-    if not isinstance(n, int) or n < 2:
-        raise ValueError(f"n must be an integer >= 2, got {n!r}")
-    if isinstance(noise, bool) or not isinstance(noise, (int, float)) or not 0 <= noise < math.inf:
-        raise ValueError(f"noise must be a finite number >= 0, got {noise!r}")
-    gen = torch.Generator().manual_seed(seed)
+    n = _checks.integer(n, "n", ge=2)
+    noise = _checks.number(noise, "noise", ge=0)
+    gen = torch.Generator().manual_seed(_checks.integer(seed, "seed", ge=0))
     X = torch.randn(n, 2, generator=gen) * torch.tensor([1.0, 0.3])
     y = X @ torch.tensor([2.0, -1.0]) + noise * torch.randn(n, generator=gen)
     return LeastSquares(X, y)

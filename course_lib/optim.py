@@ -25,39 +25,25 @@ the gradient of the whole training loss.
 
 from __future__ import annotations
 
-import math
-import numbers
 from collections.abc import Callable, Iterable
 
 import torch
 from torch import Tensor
+
+from course_lib import _checks
 
 GradFn = Callable[[Tensor, "Tensor | None"], Tensor]
 """``grad_fn(w, idx)``: gradient of the mean loss over examples ``idx`` (int64 (B,)),
 or over all examples when ``idx`` is None; same shape as ``w``."""
 
 
-def _number(value: object) -> object:
-    """A 0-d floating tensor as a Python number (a scheduler may hold one); anything else as is."""
-    if isinstance(value, Tensor) and value.ndim == 0 and value.is_floating_point():
-        return value.item()
-    return value
-
-
 def _check_lr(lr: float, *, zero_ok: bool = False) -> float:
     """``zero_ok``: the optimizer class, like torch.optim.SGD, takes lr = 0 (a warm-up starts there)."""
-    lr = _number(lr)
-    if (isinstance(lr, bool) or not isinstance(lr, numbers.Real) or not math.isfinite(lr)
-            or lr < 0 or (lr == 0 and not zero_ok)):
-        raise ValueError(f"lr must be a finite number {'>=' if zero_ok else '>'} 0, got {lr!r}")
-    return float(lr)
+    return _checks.number(lr, "lr", ge=0) if zero_ok else _checks.number(lr, "lr", gt=0)
 
 
 def _check_momentum(momentum: float) -> float:
-    momentum = _number(momentum)
-    if isinstance(momentum, bool) or not isinstance(momentum, numbers.Real) or not 0 <= momentum < 1:
-        raise ValueError(f"momentum must be a number in [0, 1), got {momentum!r}")
-    return float(momentum)
+    return _checks.number(momentum, "momentum", ge=0, lt=1)
 
 
 def _check_grad(w: Tensor, grad: Tensor) -> None:
@@ -107,11 +93,9 @@ def sample_minibatch(n: int, batch_size: int, generator: torch.Generator | None 
     Each index is included with probability ``batch_size / n``, which is what makes
     the minibatch gradient an unbiased estimate of the full gradient.
     """
-    if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1:
-        raise ValueError(f"n must be a positive integer (the number of examples), got {n!r}")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or not 1 <= batch_size <= n:
-        raise ValueError(f"batch_size must be an integer in [1, n={n}], got {batch_size!r}")
-    return torch.randperm(int(n), generator=generator)[:int(batch_size)].to(device or "cpu")
+    n = _checks.integer(n, "n", ge=1)
+    batch_size = _checks.integer(batch_size, "batch_size", ge=1, le=n)
+    return torch.randperm(n, generator=generator)[:batch_size].to(device or "cpu")
 
 
 def sgd_path(grad_fn: GradFn, w0: Tensor, lr: float, steps: int, *, n: int | None = None,
@@ -136,8 +120,7 @@ def sgd_path(grad_fn: GradFn, w0: Tensor, lr: float, steps: int, *, n: int | Non
         A diverging run is returned as it is (values may grow to inf or nan).
     """
     lr, momentum = _check_lr(lr), _check_momentum(momentum)
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
-        raise ValueError(f"steps must be an integer >= 0, got {steps!r}")
+    steps = _checks.integer(steps, "steps", ge=0)
     if not isinstance(w0, Tensor):
         raise TypeError(f"w0 must be a tensor, got {type(w0).__name__}")
     if batch_size is not None and n is None:

@@ -49,7 +49,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from course_lib import attacks, models
+from course_lib import _checks, attacks, models
 from course_lib import train as training
 from course_lib.data import DatasetSplits, load_dataset
 from course_lib.device import model_device, seed_everything
@@ -111,18 +111,16 @@ class Recipe:
     shipped: bool = True
 
     def __post_init__(self) -> None:
-        if self.method not in METHODS:
-            raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
-        if self.model not in ("cnn", "mlp", "linear"):
-            raise ValueError(f"model must be 'cnn', 'mlp' or 'linear', got {self.model!r}")
-        for field in ("epochs", "batch_size", "pgd_steps"):
-            value = getattr(self, field)
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"{field} must be an integer >= 1, got {value!r}")
-        if not isinstance(self.ramp_epochs, int) or self.ramp_epochs < 0:
-            raise ValueError(f"ramp_epochs must be an integer >= 0, got {self.ramp_epochs!r}")
-        if not self.eps >= 0 or not self.lr > 0:
-            raise ValueError(f"eps must be >= 0 and lr > 0, got eps={self.eps!r}, lr={self.lr!r}")
+        _checks.choice(self.method, "method", METHODS)
+        _checks.choice(self.model, "model", ("cnn", "mlp", "linear"))
+        checked = {field: _checks.integer(getattr(self, field), field, ge=1)
+                   for field in ("epochs", "batch_size", "pgd_steps")}
+        checked.update(ramp_epochs=_checks.integer(self.ramp_epochs, "ramp_epochs", ge=0),
+                       seed=_checks.integer(self.seed, "seed", ge=0),
+                       eps=_checks.number(self.eps, "eps", ge=0), lr=_checks.number(self.lr, "lr", gt=0),
+                       shipped=_checks.flag(self.shipped, "shipped"))
+        for field, value in checked.items():  # Python numbers, so that records compare equal
+            object.__setattr__(self, field, value)
 
     def attack(self) -> attacks.EpsAttack | None:
         """The inner maximizer ``attack(model, x, y, eps)``, seeded; None for standard training."""
@@ -192,7 +190,10 @@ def robust_accuracies(model: nn.Module, data, eps: float, *, pgd_steps: int = EV
     Returns:
         ``{"natural": ..., "fgsm": ..., "pgd": ...}``, accuracies in [0, 1].
     """
-    alpha = 2.5 * eps / pgd_steps if pgd_alpha is None else pgd_alpha
+    eps = _checks.number(eps, "eps", gt=0)
+    pgd_steps = _checks.integer(pgd_steps, "pgd_steps", ge=1)
+    seed = _checks.integer(seed, "seed", ge=0)
+    alpha = 2.5 * eps / pgd_steps if pgd_alpha is None else _checks.number(pgd_alpha, "pgd_alpha", gt=0)
     gen = torch.Generator(device=model_device(model)).manual_seed(seed)
     return {
         "natural": training.accuracy(model, data),
@@ -230,7 +231,7 @@ def train_recipe(recipe: str | Recipe, *, epochs: int | None = None, monitor: bo
         ``eps_per_batch`` (the ramp, one value per training batch) and ``seconds``.
     """
     recipe = _recipe(recipe)
-    epochs = recipe.epochs if epochs is None else epochs
+    epochs = recipe.epochs if epochs is None else _checks.integer(epochs, "epochs", ge=1)
     data = _dataset(recipe, data)
     loader, _ = data.loaders(recipe.batch_size, seed=recipe.seed)
     device = torch.device(device) if device is not None else torch.device("cpu")

@@ -188,5 +188,5 @@ def test_sample_minibatch_takes_numpy_integers_and_refuses_bools():
 
     g1, g2 = torch.Generator().manual_seed(0), torch.Generator().manual_seed(0)
     assert torch.equal(optim.sample_minibatch(np.int64(10), np.int64(3), g1), optim.sample_minibatch(10, 3, g2))
-    with pytest.raises(ValueError, match="n must be a positive integer"):
+    with pytest.raises(ValueError, match=r"\bn must be an integer >= 1"):
         optim.sample_minibatch(True, 1)

@@ -35,7 +35,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from course_lib import _checks
+from course_lib import _checks, train
+from course_lib.data import batches
 from course_lib.device import model_device
 from course_lib.models import evaluating
 
@@ -332,7 +333,7 @@ def _logit_count(model: nn.Module, X: Tensor) -> int:
 
 
 def clean_accuracy(model: nn.Module, X: Tensor, y: Tensor, *, batch_size: int = 256) -> float:
-    """Fraction of the clean images the model classifies correctly.
+    """Fraction of the clean images the model classifies correctly: :func:`course_lib.train.accuracy`.
 
     Args:
         model: maps (N, C, H, W) to logits (N, K); evaluated in eval mode, its mode restored.
@@ -346,8 +347,7 @@ def clean_accuracy(model: nn.Module, X: Tensor, y: Tensor, *, batch_size: int = 
     if X.ndim != 4 or X.shape[0] == 0:
         raise ValueError(f"X must be a non-empty batch of images (N, C, H, W), got shape {tuple(X.shape)}")
     _check_labels(y, X.shape[0])
-    preds = _predict(model, X, batch_size)
-    return (preds == y.to(preds.device)).float().mean().item()
+    return train.accuracy(model, batches((X, y), batch_size))
 
 
 def attack_success_rate(model: nn.Module, X: Tensor, y: Tensor, target_label: int, *,

@@ -371,3 +371,11 @@ def test_docstring_examples():
     import doctest
 
     assert doctest.testmod(bd).failed == 0
+
+
+def test_clean_accuracy_is_the_library_accuracy():
+    from course_lib import train
+
+    X, y = _data(4, n=30, classes=3)
+    model = CornerDetector((1, 8, 8), 3, 1, 0)
+    assert bd.clean_accuracy(model, X, y, batch_size=7) == train.accuracy(model, (X, y))

@@ -16,19 +16,17 @@ Names follow :mod:`course_lib.attacks`: ``eps`` the L-inf radius, ``delta`` the 
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import ipywidgets as widgets
 import numpy as np
 import torch
 from matplotlib.axes import Axes
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 from torch import Tensor, nn
 
-from course_lib import attacks
-from course_lib.widgets.explorer import png_bytes
+from course_lib import _checks, attacks
+from course_lib.models import evaluating
+from course_lib.widgets.explorer import Explorer, eps_slider, new_figure
 
 ATTACKS = ("FGSM", "PGD")
 MAX_EXAMPLES = 12
@@ -44,14 +42,14 @@ def predict(model: nn.Module, x: Tensor) -> tuple[Tensor, Tensor]:
     Returns:
         ``(pred, conf)``: int64 (N,) and float (N,) in [0, 1], on x's device. The model's
         train/eval mode is restored.
+
+    Examples:
+        >>> pred, conf = predict(nn.Sequential(nn.Flatten(), nn.Linear(4, 3)), torch.rand(2, 1, 2, 2))
+        >>> pred.dtype, bool(((conf > 0) & (conf <= 1)).all())
+        (torch.int64, True)
     """
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            probs = model(x).softmax(1)
-    finally:
-        model.train(was_training)
+    with evaluating(model, grad=False):
+        probs = model(x).softmax(1)
     conf, pred = probs.max(1)
     return pred, conf
 
@@ -104,6 +102,14 @@ def plot_attack(model: nn.Module, x: Tensor, x_adv: Tensor, y: Tensor, *,
 
     Raises:
         ValueError: if shapes do not match or ``axes`` is not (3, N).
+
+    Examples:
+        >>> from course_lib.attacks import fgsm
+        >>> model = nn.Sequential(nn.Flatten(), nn.Linear(64, 10))
+        >>> x, y = torch.rand(2, 1, 8, 8), torch.tensor([3, 7])
+        >>> axes = plot_attack(model, x, fgsm(model, x, y, eps=0.1), y)
+        >>> axes.shape
+        (3, 2)
     """
     _check_batch(x, x_adv, y)
     n = x.shape[0]
@@ -143,7 +149,7 @@ def plot_attack(model: nn.Module, x: Tensor, x_adv: Tensor, y: Tensor, *,
     return axes
 
 
-class EpsExplorer(widgets.VBox):
+class EpsExplorer(Explorer):
     """An epsilon slider and an FGSM/PGD switch above :func:`plot_attack`'s picture.
 
     Build it with :func:`eps_explorer`. Attributes:
@@ -161,19 +167,13 @@ class EpsExplorer(widgets.VBox):
                  figsize: tuple[float, float]) -> None:
         self.model, self.x, self.y = model, x.detach(), y
         self.steps, self.seed, self.classes = steps, seed, classes
-        self.eps = widgets.FloatSlider(value=eps, min=0.0, max=eps_max, step=eps_max / 60,
-                                       description="eps", continuous_update=False, readout_format=".3f")
+        self.eps = eps_slider(eps, eps_max)
         self.attack = widgets.ToggleButtons(options=list(ATTACKS), value=attack)
-        self.figure = Figure(figsize=figsize, layout="constrained")
-        FigureCanvasAgg(self.figure)  # a canvas of its own: drawn without pyplot
-        self.axes = np.array(self.figure.subplots(3, x.shape[0], squeeze=False), dtype=object)
-        self.image = widgets.Image(format="png")
+        figure = new_figure(figsize)
+        self.axes = np.array(figure.subplots(3, x.shape[0], squeeze=False), dtype=object)
         self.x_adv: Tensor = x.detach().clone()
         self.correct = 0
-        super().__init__([widgets.HBox([self.eps, self.attack]), self.image])
-        self.eps.observe(self.redraw, names="value")
-        self.attack.observe(self.redraw, names="value")
-        self.redraw()
+        super().__init__([self.eps, self.attack], figure)
 
     def run_attack(self, eps: float, attack: str) -> Tensor:
         """The adversarial inputs at radius ``eps``: FGSM, or PGD with ``steps`` steps of
@@ -186,8 +186,8 @@ class EpsExplorer(widgets.VBox):
         return attacks.pgd(self.model, self.x, self.y, eps, alpha=eps / 4, steps=self.steps,
                            generator=gen)
 
-    def redraw(self, change: dict | None = None) -> None:
-        """Rerun the attack with the widgets' values and redraw; the widgets' callback."""
+    def draw(self) -> None:
+        """Rerun the attack with the widgets' values and draw its picture."""
         eps, attack = float(self.eps.value), str(self.attack.value)
         self.x_adv = self.run_attack(eps, attack)
         for ax in self.axes.flat:
@@ -198,7 +198,6 @@ class EpsExplorer(widgets.VBox):
         what = "FGSM" if attack == "FGSM" else f"PGD, {self.steps} steps of eps/4"
         self.figure.suptitle(f"{what}, eps = {eps:.3f}: {self.correct} of {len(self.y)} still correct",
                              fontsize="medium")
-        self.image.value = png_bytes(self.figure)
 
 
 def eps_explorer(model: nn.Module, x: Tensor, y: Tensor, *, eps: float = 0.1, eps_max: float = 0.3,
@@ -225,18 +224,23 @@ def eps_explorer(model: nn.Module, x: Tensor, y: Tensor, *, eps: float = 0.1, ep
     Raises:
         ValueError: for a bad ``x``/``y`` (shapes, dtype, outside [0, 1]), ``eps_max <= 0``,
             ``eps`` outside [0, eps_max], an unknown ``attack`` or ``steps < 1``.
+
+    Examples:
+        >>> model = nn.Sequential(nn.Flatten(), nn.Linear(64, 10))
+        >>> x, y = torch.rand(2, 1, 8, 8), torch.tensor([3, 7])
+        >>> explorer = eps_explorer(model, x, y, eps=0.1, steps=2)
+        >>> explorer.attack.value = "FGSM"  # the picture is redrawn
+        >>> bool((explorer.x_adv - x).abs().max() <= 0.1 + 1e-6), 0 <= explorer.correct <= 2
+        (True, True)
     """
     _check_batch(x, None, y)
     if not (x.min() >= 0 and x.max() <= 1):  # also catches nan
         raise ValueError("x must lie in [0, 1]; undo normalization first")
-    if isinstance(eps_max, bool) or not isinstance(eps_max, (int, float)) or not 0 < eps_max < math.inf:
-        raise ValueError(f"eps_max must be a finite number > 0, got {eps_max!r}")
-    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not 0 <= eps <= eps_max:
-        raise ValueError(f"eps must be a number in [0, eps_max={eps_max}], got {eps!r}")
-    if attack not in ATTACKS:
-        raise ValueError(f"attack must be one of {ATTACKS}, got {attack!r}")
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
+    eps_max = _checks.number(eps_max, "eps_max", gt=0)
+    eps = _checks.number(eps, "eps", ge=0, le=eps_max)
+    attack = _checks.choice(attack, "attack", ATTACKS)
+    steps = _checks.integer(steps, "steps", ge=1)
+    seed = _checks.integer(seed, "seed", ge=0)
     n = x.shape[0]
-    return EpsExplorer(model, x, y, eps=float(eps), eps_max=float(eps_max), attack=attack, steps=steps,
+    return EpsExplorer(model, x, y, eps=eps, eps_max=eps_max, attack=attack, steps=steps,
                        seed=seed, classes=classes, figsize=figsize or (1.4 * n, 4.6))

@@ -12,13 +12,14 @@ is a tensor of iterates (T, 2), ``path[0]`` the starting point, as returned by
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 import torch
 from matplotlib.axes import Axes
 from torch import Tensor
+
+from course_lib import _checks
 
 LossFn = Callable[[Tensor], Tensor]
 """``loss_fn(W)``: the loss at points ``W`` of shape (..., 2), returning shape (...)."""
@@ -36,12 +37,11 @@ def _new_axes(figsize: tuple[float, float]) -> Axes:
 
 def _check_limits(lim: Sequence[float], name: str) -> tuple[float, float]:
     try:
-        lo, hi = (float(v) for v in lim)
+        lo, hi = lim
+        lo = _checks.number(lo, name)
+        return lo, _checks.number(hi, name, gt=lo)
     except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a pair (low, high) of numbers, got {lim!r}") from None
-    if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
-        raise ValueError(f"{name} must be finite with low < high, got {lim!r}")
-    return lo, hi
+        raise _checks.fail(name, "a pair (low, high) of finite numbers with low < high", lim) from None
 
 
 def _check_path(path: Tensor, what: str) -> Tensor:
@@ -83,9 +83,8 @@ def drawable_prefix(path: Tensor, xlim: Sequence[float], ylim: Sequence[float]) 
 
 
 def _contour_levels(Z: np.ndarray, levels: int | Sequence[float]) -> np.ndarray:
-    if isinstance(levels, (int, np.integer)) and not isinstance(levels, bool):
-        if levels < 2:
-            raise ValueError(f"levels must be an integer >= 2 or an increasing sequence, got {levels!r}")
+    if np.ndim(levels) == 0:  # a count of levels (a bool, a float or a string is refused)
+        levels = _checks.integer(levels, "levels", ge=2)
         lo, hi = float(np.nanmin(Z)), float(np.nanmax(Z))
         if not hi > lo:
             raise ValueError(f"loss_fn is constant ({lo}) on the grid; pass explicit levels")
@@ -118,8 +117,7 @@ def landscape_grid(loss_fn: LossFn, xlim: Sequence[float], ylim: Sequence[float]
     """
     x0, x1 = _check_limits(xlim, "xlim")
     y0, y1 = _check_limits(ylim, "ylim")
-    if isinstance(resolution, bool) or not isinstance(resolution, (int, np.integer)) or resolution < 2:
-        raise ValueError(f"resolution must be an integer >= 2, got {resolution!r}")
+    resolution = _checks.integer(resolution, "resolution", ge=2)
     dtype = dtype or torch.get_default_dtype()
     xs = torch.linspace(x0, x1, int(resolution), dtype=dtype)
     ys = torch.linspace(y0, y1, int(resolution), dtype=dtype)

@@ -18,12 +18,10 @@ from typing import Protocol
 
 import ipywidgets as widgets
 import torch
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 from torch import Tensor
 
-from course_lib import optim
-from course_lib.widgets.explorer import png_bytes
+from course_lib import _checks, optim
+from course_lib.widgets.explorer import Explorer, new_figure
 from course_lib.widgets.plots import plot_landscape
 
 
@@ -38,7 +36,7 @@ class FiniteSum(Protocol):
     def grad(self, w: Tensor, idx: Tensor | None = None) -> Tensor: ...
 
 
-class SGDExplorer(widgets.VBox):
+class SGDExplorer(Explorer):
     """Sliders for ``lr`` and ``batch_size`` above a picture of the SGD path.
 
     Build it with :func:`sgd_explorer`. Attributes:
@@ -64,19 +62,14 @@ class SGDExplorer(widgets.VBox):
         self.batch_size = widgets.IntSlider(
             value=batch_size, min=1, max=problem.n, description="batch size",
             continuous_update=False, style={"description_width": "initial"})
-        self.figure = Figure(figsize=figsize, layout="constrained")
-        FigureCanvasAgg(self.figure)  # a canvas of its own: drawn without pyplot
-        self.ax = self.figure.add_subplot()
-        self.image = widgets.Image(format="png")
+        figure = new_figure(figsize)
+        self.ax = figure.add_subplot()
         self.path: Tensor = torch.empty(0, 2)
         self.gd_path: Tensor = torch.empty(0, 2)
-        super().__init__([widgets.HBox([self.lr, self.batch_size]), self.image])
-        self.lr.observe(self.redraw, names="value")
-        self.batch_size.observe(self.redraw, names="value")
-        self.redraw()
+        super().__init__([self.lr, self.batch_size], figure)
 
-    def redraw(self, change: dict | None = None) -> None:
-        """Rerun SGD and GD with the sliders' values and redraw; the sliders' callback."""
+    def draw(self) -> None:
+        """Rerun SGD and GD with the sliders' values and draw them."""
         lr, b = float(self.lr.value), int(self.batch_size.value)
         gen = torch.Generator().manual_seed(self.seed)  # same sliders, same path
         self.path = optim.sgd_path(self.problem.grad, self.w0, lr, self.steps, n=self.problem.n,
@@ -91,7 +84,6 @@ class SGDExplorer(widgets.VBox):
         if self.L is not None:
             title += f"\n(2/L = {2 / self.L:.3g}: {'GD diverges' if lr > 2 / self.L else 'GD converges'})"
         self.ax.set_title(title, fontsize="medium")
-        self.image.value = png_bytes(self.figure)
 
 
 def sgd_explorer(problem: FiniteSum, w0: Tensor, *, lr: float = 1.0, batch_size: int = 10,
@@ -119,19 +111,26 @@ def sgd_explorer(problem: FiniteSum, w0: Tensor, *, lr: float = 1.0, batch_size:
     Raises:
         ValueError: if ``w0`` is not (2,), ``steps < 1``, ``lr_range`` is not
             ``0 < low < high``, ``lr`` is outside it, or ``batch_size`` is outside [1, n].
+
+    Examples:
+        >>> from course_lib.objectives import make_regression_2d
+        >>> explorer = sgd_explorer(make_regression_2d(n=20), torch.zeros(2), lr=0.5, batch_size=4, steps=5)
+        >>> explorer.path.shape
+        torch.Size([6, 2])
+        >>> explorer.batch_size.value = 20  # moves the slider: the picture is redrawn
     """
     if not isinstance(w0, Tensor) or w0.shape != (2,):
         got = tuple(w0.shape) if isinstance(w0, Tensor) else type(w0).__name__
-        raise ValueError(f"w0 must be a tensor of shape (2,), got {got}")
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
-    low, high = (float(v) for v in lr_range)
-    if not 0 < low < high or not math.isfinite(high):
-        raise ValueError(f"lr_range must be (low, high) with 0 < low < high, got {lr_range!r}")
-    if not low <= lr <= high:
-        raise ValueError(f"lr must lie in lr_range {lr_range!r}, got {lr!r}")
-    n = problem.n
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or not 1 <= batch_size <= n:
-        raise ValueError(f"batch_size must be an integer in [1, n={n}], got {batch_size!r}")
+        raise _checks.fail("w0", "a tensor of shape (2,)", got)
+    steps = _checks.integer(steps, "steps", ge=1)
+    seed = _checks.integer(seed, "seed", ge=0)
+    try:
+        low, high = lr_range
+        low = _checks.number(low, "lr_range", gt=0)
+        high = _checks.number(high, "lr_range", gt=low)
+    except (TypeError, ValueError):
+        raise _checks.fail("lr_range", "(low, high) with 0 < low < high", lr_range) from None
+    lr = _checks.number(lr, "lr", ge=low, le=high)
+    batch_size = _checks.integer(batch_size, "batch_size", ge=1, le=problem.n)
     return SGDExplorer(problem, w0, lr=lr, batch_size=batch_size, steps=steps, seed=seed,
                        lr_range=(low, high), xlim=xlim, ylim=ylim, figsize=figsize)

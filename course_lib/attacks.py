@@ -80,6 +80,12 @@ def project(delta: Tensor, eps: float, norm: str = "linf") -> Tensor:
 
     Returns:
         A new tensor of delta's shape.
+
+    Examples:
+        >>> project(torch.tensor([[0.5, -0.05]]), 0.1)
+        tensor([[ 0.1000, -0.0500]])
+        >>> project(torch.tensor([[3.0, 4.0]]), 1.0, "l2")
+        tensor([[0.6000, 0.8000]])
     """
     eps = _checks.number(eps, "eps", ge=0)
     if _checks.choice(norm, "norm", NORMS) == "linf":
@@ -122,6 +128,13 @@ def fgsm(model: nn.Module, x: Tensor, y: Tensor, eps: float, *, targeted: bool =
 
     Raises:
         ValueError: if eps < 0, x lies outside [0, 1], or y is not int64 of shape (N,).
+
+    Examples:
+        >>> model = nn.Sequential(nn.Flatten(), nn.Linear(4, 3))
+        >>> x, y = torch.rand(5, 1, 2, 2), torch.randint(3, (5,))
+        >>> x_adv = fgsm(model, x, y, eps=0.1)
+        >>> bool((x_adv - x).abs().max() <= 0.1 + 1e-6), bool(x_adv.min() >= 0 and x_adv.max() <= 1)
+        (True, True)
     """
     eps = _checks.number(eps, "eps", ge=0)
     _check_inputs(x, y)
@@ -159,6 +172,16 @@ def pgd(model: nn.Module, x: Tensor, y: Tensor, eps: float, alpha: float, steps:
     Raises:
         ValueError: for eps < 0, alpha <= 0, steps < 1, an unknown norm, x outside [0, 1],
             or labels that are not int64 of shape (N,).
+
+    Examples:
+        >>> model = nn.Sequential(nn.Flatten(), nn.Linear(4, 3))
+        >>> x, y = torch.rand(5, 1, 2, 2), torch.randint(3, (5,))
+        >>> x_adv = pgd(model, x, y, eps=0.1, alpha=0.025, steps=10, generator=torch.Generator().manual_seed(0))
+        >>> bool((x_adv - x).abs().max() <= 0.1 + 1e-6)
+        True
+        >>> x_l2 = pgd(model, x, y, eps=0.5, alpha=0.1, steps=10, norm="l2")
+        >>> bool((x_l2 - x).flatten(1).norm(dim=1).max() <= 0.5 + 1e-6)
+        True
     """
     eps = _checks.number(eps, "eps", ge=0)
     alpha = _checks.number(alpha, "alpha", gt=0)
@@ -209,6 +232,14 @@ def accuracy_under_attack(model: nn.Module, data, attack: Attack | None, *,
 
     Raises:
         ValueError: if ``data`` holds no examples.
+
+    Examples:
+        >>> import functools
+        >>> model = nn.Sequential(nn.Flatten(), nn.Linear(4, 3))
+        >>> x, y = torch.rand(8, 1, 2, 2), torch.randint(3, (8,))
+        >>> clean = accuracy_under_attack(model, (x, y), None)
+        >>> accuracy_under_attack(model, (x, y), functools.partial(fgsm, eps=0.5)) <= clean
+        True
     """
     from course_lib.train import accuracy  # here: train imports this module
 
@@ -227,6 +258,13 @@ def epsilon_sweep(model: nn.Module, data, attack: EpsAttack, eps_values: Sequenc
 
     Returns:
         One accuracy in [0, 1] per radius, in order.
+
+    Examples:
+        >>> model = nn.Sequential(nn.Flatten(), nn.Linear(4, 3))
+        >>> x, y = torch.rand(8, 1, 2, 2), torch.randint(3, (8,))
+        >>> curve = epsilon_sweep(model, (x, y), fgsm, [0.0, 0.1, 0.5])
+        >>> len(curve), curve[0] == accuracy_under_attack(model, (x, y), None)
+        (3, True)
     """
     accuracies = []
     for eps in eps_values:

@@ -79,7 +79,14 @@ class DatasetSplits:
         return tuple(self.train.tensors[0].shape[1:])
 
     def loaders(self, batch_size: int = 128, *, seed: int = 0) -> tuple[DataLoader, DataLoader]:
-        """A shuffling train loader (seeded) and an ordered test loader."""
+        """A shuffling train loader (seeded) and an ordered test loader.
+
+        Examples:
+            >>> train_loader, test_loader = load_dataset("digits").loaders(64)
+            >>> xb, yb = next(iter(train_loader))
+            >>> tuple(xb.shape), yb.dtype
+            ((64, 1, 8, 8), torch.int64)
+        """
         batch_size = _checks.integer(batch_size, "batch_size", ge=1)
         gen = torch.Generator().manual_seed(_checks.integer(seed, "seed", ge=0))
         return (DataLoader(self.train, batch_size=batch_size, shuffle=True, generator=gen),
@@ -102,9 +109,14 @@ def stratified_split(y: np.ndarray, test_fraction: float = TEST_FRACTION,
 
     Returns:
         Two sorted int64 index arrays that partition ``range(N)``.
+
+    Examples:
+        >>> train_idx, test_idx = stratified_split(np.array([0] * 5 + [1] * 5), 0.2)
+        >>> len(train_idx), len(test_idx)
+        (8, 2)
     """
     test_fraction = _checks.probability(test_fraction, "test_fraction")
-    rng = np.random.RandomState(seed)
+    rng = np.random.RandomState(_checks.integer(seed, "seed", ge=0, lt=2**32))
     train_idx, test_idx = [], []
     for c in np.unique(y):
         members = rng.permutation(np.flatnonzero(y == c))
@@ -191,6 +203,11 @@ def load_dataset(name: str, *, root: str | os.PathLike | None = None,
         ValueError: for an unknown ``name``; the message lists the valid names.
         RuntimeError: when a torchvision data set is neither under ``root`` nor
             downloadable; the message says how to get it.
+
+    Examples:
+        >>> data = load_dataset("digits")
+        >>> len(data.train), len(data.test), data.input_shape, data.num_classes
+        (1438, 359, (1, 8, 8), 10)
     """
     if name not in DATASETS:
         raise ValueError(f"name must be one of {', '.join(map(repr, DATASETS))}; got {name!r}")

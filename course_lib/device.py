@@ -8,6 +8,8 @@ import random
 import numpy as np
 import torch
 
+from course_lib import _checks
+
 
 def get_device(prefer: str | None = None) -> torch.device:
     """The device a lecture should compute on.
@@ -56,10 +58,13 @@ def seed_everything(seed: int) -> torch.Generator:
 
     Raises:
         ValueError: if ``seed`` is not an integer in [0, 2**32).
+
+    Examples:
+        >>> g = seed_everything(0)
+        >>> torch.rand(1, generator=g).item() == torch.rand(1, generator=torch.Generator().manual_seed(0)).item()
+        True
     """
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**32:
-        raise ValueError(f"seed must be an integer in [0, 2**32), got {seed!r}")
-    seed = int(seed)
+    seed = _checks.integer(seed, "seed", ge=0, lt=2**32)
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)  # also seeds every CUDA device
@@ -77,8 +82,6 @@ def generator(seed: int, device: torch.device | str | None = None) -> torch.Gene
         >>> torch.rand(2, generator=g).tolist() == torch.rand(2, generator=generator(0)).tolist()
         True
     """
-    from course_lib import _checks
-
     seed = _checks.integer(seed, "seed", ge=0, lt=2**64)
     return torch.Generator(device=device if device is not None else "cpu").manual_seed(seed)
 
@@ -102,8 +105,6 @@ def setup(seed: int = 0, device: str | torch.device | None = None, threads: int 
         >>> device.type
         'cpu'
     """
-    from course_lib import _checks
-
     if threads is not None:
         threads = _checks.integer(threads, "threads", ge=1)
     if isinstance(device, torch.device):
@@ -116,6 +117,11 @@ def setup(seed: int = 0, device: str | torch.device | None = None, threads: int 
 
 
 def model_device(model: torch.nn.Module) -> torch.device:
-    """The device of the model's first parameter; the CPU for a model without parameters."""
+    """The device of the model's first parameter; the CPU for a model without parameters.
+
+    Examples:
+        >>> model_device(torch.nn.Linear(2, 1))
+        device(type='cpu')
+    """
     param = next(model.parameters(), None)
     return param.device if param is not None else torch.device("cpu")

@@ -57,6 +57,11 @@ class EpsRamp:
         ramp_batches: length of the linear ramp, in training batches (0: no ramp).
         batches: training batches seen so far.
         eps_history: the eps used at each training batch so far (for plotting the ramp).
+
+    Examples:
+        >>> ramp = EpsRamp(0.3, ramp_batches=3)
+        >>> [round(ramp.eps_at(t), 2) for t in range(5)]
+        [0.0, 0.1, 0.2, 0.3, 0.3]
     """
 
     def __init__(self, eps: float, ramp_batches: int) -> None:
@@ -162,6 +167,14 @@ def adversarial_loss(attack: EpsAttack, eps: float, *, ramp_batches: int = 0) ->
     Raises:
         TypeError: if ``attack`` is not callable.
         ValueError: if ``eps < 0`` or ``ramp_batches`` is not an integer >= 0.
+
+    Examples:
+        >>> from course_lib.attacks import fgsm
+        >>> net = nn.Sequential(nn.Flatten(), nn.Linear(4, 3))
+        >>> loss_fn = adversarial_loss(fgsm, eps=0.1, ramp_batches=10)
+        >>> loss, logits = loss_fn(net, torch.rand(2, 1, 2, 2), torch.tensor([0, 2]))
+        >>> loss_fn.eps_history  # the first training batch is clean
+        [0.0]
     """
     return AdversarialLoss(attack, eps, ramp_batches=ramp_batches)
 
@@ -184,6 +197,14 @@ def pgd_attack(steps: int, *, alpha_ratio: float | None = None, norm: str = "lin
 
     Raises:
         ValueError: if ``steps < 1`` or ``alpha_ratio <= 0``.
+
+    Examples:
+        >>> attack = pgd_attack(7)
+        >>> net = nn.Sequential(nn.Flatten(), nn.Linear(4, 3))
+        >>> x = torch.rand(2, 1, 2, 2)
+        >>> x_adv = attack(net, x, torch.tensor([0, 2]), 0.1)
+        >>> attack.__name__, bool((x_adv - x).abs().max() <= 0.1 + 1e-6)
+        ('pgd7', True)
     """
     steps = _checks.integer(steps, "steps", ge=1)
     ratio = 2.5 / steps if alpha_ratio is None else _checks.number(alpha_ratio, "alpha_ratio", gt=0)
@@ -210,6 +231,10 @@ def fgsm_rs_attack(*, alpha_ratio: float = 1.25, generator: torch.Generator | No
 
     Returns:
         ``attack(model, x, y, eps)``, i.e. ``pgd_attack(1, alpha_ratio=alpha_ratio)``.
+
+    Examples:
+        >>> fgsm_rs_attack(generator=torch.Generator().manual_seed(0)).__name__
+        'fgsm_rs'
     """
     attack = pgd_attack(1, alpha_ratio=alpha_ratio, random_start=True, generator=generator)
     attack.__name__ = "fgsm_rs"
@@ -282,6 +307,13 @@ def gaussian_noise_loss(sigma: float, *, generator: torch.Generator | None = Non
     Raises:
         ValueError: if sigma is not a finite number >= 0.
         TypeError: if generator is not a ``torch.Generator``.
+
+    Examples:
+        >>> net = nn.Sequential(nn.Flatten(), nn.Linear(4, 3))
+        >>> loss_fn = gaussian_noise_loss(0.25, generator=torch.Generator().manual_seed(0))
+        >>> loss, logits = loss_fn(net, torch.rand(2, 1, 2, 2), torch.tensor([0, 2]))
+        >>> loss_fn, logits.shape
+        (GaussianNoiseLoss(sigma=0.25), torch.Size([2, 3]))
     """
     return GaussianNoiseLoss(sigma, generator=generator)
 
@@ -355,5 +387,12 @@ def ibp_loss(eps: float, *, gamma: float = 0.5, ramp_batches: int = 0, fold_last
 
     Raises:
         ValueError: for eps < 0, gamma outside [0, 1], or ramp_batches not an integer >= 0.
+
+    Examples:
+        >>> net = nn.Sequential(nn.Flatten(), nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3))
+        >>> loss_fn = ibp_loss(0.1, ramp_batches=200)
+        >>> loss, logits = loss_fn(net, torch.rand(2, 1, 2, 2), torch.tensor([0, 2]))
+        >>> loss.shape, loss_fn.eps_history
+        (torch.Size([]), [0.0])
     """
     return IBPLoss(eps, gamma=gamma, ramp_batches=ramp_batches, fold_last=fold_last)

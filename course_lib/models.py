@@ -40,7 +40,12 @@ def _check_classes(num_classes: int) -> int:
 
 
 def linear(input_shape: Sequence[int], num_classes: int = 10) -> nn.Sequential:
-    """Multinomial logistic regression: ``Flatten`` then one ``Linear``."""
+    """Multinomial logistic regression: ``Flatten`` then one ``Linear``.
+
+    Examples:
+        >>> linear((1, 8, 8), 10)(torch.rand(2, 1, 8, 8)).shape
+        torch.Size([2, 10])
+    """
     c, h, w = _check_shape(input_shape)
     num_classes = _check_classes(num_classes)
     return nn.Sequential(nn.Flatten(), nn.Linear(c * h * w, num_classes))
@@ -57,6 +62,11 @@ def mlp(input_shape: Sequence[int], num_classes: int = 10,
 
     Returns:
         ``nn.Sequential(Flatten, Linear, ReLU, ..., Linear)`` mapping (N, C, H, W) to (N, K).
+
+    Examples:
+        >>> net = mlp((1, 8, 8), 10, hidden=(32, 16))
+        >>> net(torch.rand(2, 1, 8, 8)).shape, count_parameters(net)
+        (torch.Size([2, 10]), 2778)
     """
     c, h, w = _check_shape(input_shape)
     num_classes = _check_classes(num_classes)
@@ -82,6 +92,10 @@ def cnn(input_shape: Sequence[int], num_classes: int = 10) -> nn.Sequential:
 
     Returns:
         ``nn.Sequential`` of Conv2d/ReLU/Flatten/Linear mapping (N, C, H, W) to (N, K).
+
+    Examples:
+        >>> cnn((1, 28, 28), 10)(torch.rand(2, 1, 28, 28)).shape
+        torch.Size([2, 10])
     """
     c, h, w = _check_shape(input_shape)
     num_classes = _check_classes(num_classes)
@@ -100,7 +114,12 @@ def cnn(input_shape: Sequence[int], num_classes: int = 10) -> nn.Sequential:
 
 
 def count_parameters(model: nn.Module) -> int:
-    """Number of trainable scalars in ``model``."""
+    """Number of trainable scalars in ``model``.
+
+    Examples:
+        >>> count_parameters(linear((1, 2, 2), 3))
+        15
+    """
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 

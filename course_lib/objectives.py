@@ -29,6 +29,11 @@ class Quadratic:
     Args:
         A: (d, d) symmetric PSD matrix.
         w_star: (d,) minimizer; default zero.
+
+    Examples:
+        >>> q = Quadratic(torch.diag(torch.tensor([1.0, 4.0])), torch.zeros(2))
+        >>> q.L, q.loss(torch.tensor([1.0, 1.0])).item(), q.grad(torch.tensor([1.0, 1.0]))
+        (4.0, 2.5, tensor([1., 4.]))
     """
 
     def __init__(self, A: Tensor, w_star: Tensor | None = None) -> None:
@@ -67,6 +72,11 @@ class LeastSquares:
     Args:
         X: (n, d) inputs.
         y: (n,) targets.
+
+    Examples:
+        >>> ls = LeastSquares(torch.eye(2), torch.tensor([1.0, 2.0]))
+        >>> ls.n, ls.loss(torch.zeros(2)).item(), ls.grad(torch.zeros(2), torch.tensor([1]))
+        (2, 1.25, tensor([ 0., -2.]))
     """
 
     def __init__(self, X: Tensor, y: Tensor) -> None:
@@ -108,6 +118,11 @@ def make_regression_2d(n: int = 200, *, noise: float = 0.5, seed: int = 0) -> Le
 
     Inputs have standard deviations 1 and 0.3 (condition number about 11), the true
     weights are (2, -1), and targets carry Gaussian noise of std ``noise``.
+
+    Examples:
+        >>> problem = make_regression_2d(n=100, noise=0.1)
+        >>> problem.n, problem.dim
+        (100, 2)
     """
     n = _checks.integer(n, "n", ge=2)
     noise = _checks.number(noise, "noise", ge=0)

@@ -66,6 +66,10 @@ def gd_step(w: Tensor, grad: Tensor, lr: float) -> Tensor:
 
     Raises:
         ValueError: if ``lr <= 0`` or the shapes differ.
+
+    Examples:
+        >>> gd_step(torch.tensor([1.0, -2.0]), torch.tensor([0.5, 4.0]), lr=0.25)
+        tensor([ 0.8750, -3.0000])
     """
     lr = _check_lr(lr)
     _check_grad(w, grad)
@@ -78,6 +82,11 @@ def momentum_step(w: Tensor, velocity: Tensor, grad: Tensor, lr: float,
 
     Returns:
         ``(w_new, velocity_new)``, new tensors; the inputs are not modified.
+
+    Examples:
+        >>> w, v = momentum_step(torch.tensor([1.0]), torch.tensor([2.0]), torch.tensor([1.0]), lr=0.1, momentum=0.5)
+        >>> w, v
+        (tensor([0.8000]), tensor([2.]))
     """
     lr, momentum = _check_lr(lr), _check_momentum(momentum)
     _check_grad(w, grad)
@@ -92,6 +101,11 @@ def sample_minibatch(n: int, batch_size: int, generator: torch.Generator | None 
 
     Each index is included with probability ``batch_size / n``, which is what makes
     the minibatch gradient an unbiased estimate of the full gradient.
+
+    Examples:
+        >>> idx = sample_minibatch(10, 4, torch.Generator().manual_seed(0))
+        >>> idx.shape, idx.unique().numel()
+        (torch.Size([4]), 4)
     """
     n = _checks.integer(n, "n", ge=1)
     batch_size = _checks.integer(batch_size, "batch_size", ge=1, le=n)
@@ -118,6 +132,14 @@ def sgd_path(grad_fn: GradFn, w0: Tensor, lr: float, steps: int, *, n: int | Non
     Returns:
         Iterates of shape (steps + 1, *w0.shape), ``path[0] == w0``, on w0's device.
         A diverging run is returned as it is (values may grow to inf or nan).
+
+    Examples:
+        >>> from course_lib.objectives import make_regression_2d
+        >>> problem = make_regression_2d(n=50)
+        >>> path = sgd_path(problem.grad, torch.zeros(2), lr=0.5, steps=20, n=50, batch_size=5,
+        ...                 generator=torch.Generator().manual_seed(0))
+        >>> path.shape, bool(problem.loss(path[-1]) < problem.loss(path[0]))
+        (torch.Size([21, 2]), True)
     """
     lr, momentum = _check_lr(lr), _check_momentum(momentum)
     steps = _checks.integer(steps, "steps", ge=0)
@@ -144,7 +166,14 @@ def sgd_path(grad_fn: GradFn, w0: Tensor, lr: float, steps: int, *, n: int | Non
 
 def gd_path(grad_fn: GradFn, w0: Tensor, lr: float, steps: int, *,
             momentum: float = 0.0) -> Tensor:
-    """Full-batch gradient descent: :func:`sgd_path` with ``batch_size=None``."""
+    """Full-batch gradient descent: :func:`sgd_path` with ``batch_size=None``.
+
+    Examples:
+        >>> gd_path(lambda w, idx: 2 * w, torch.tensor([1.0]), lr=0.25, steps=2)  # F(w) = w^2
+        tensor([[1.0000],
+                [0.5000],
+                [0.2500]])
+    """
     return sgd_path(grad_fn, w0, lr, steps, momentum=momentum)
 
 
@@ -164,6 +193,12 @@ class SGD(torch.optim.Optimizer):
         params: an iterable of tensors or parameter-group dicts, e.g. ``model.parameters()``.
         lr: step size > 0.
         momentum: in [0, 1).
+
+    Examples:
+        >>> layer = torch.nn.Linear(2, 1)
+        >>> opt = SGD(layer.parameters(), lr=0.1, momentum=0.9)
+        >>> layer(torch.ones(1, 2)).sum().backward()
+        >>> opt.step()
     """
 
     def __init__(self, params: Iterable[Tensor] | Iterable[dict], lr: float,

@@ -148,6 +148,12 @@ def evaluate(model: nn.Module, loader: Iterable, *, batch_loss: BatchLoss = cros
 
     Raises:
         ValueError: if the loader is empty or a batch is malformed.
+
+    Examples:
+        >>> net = nn.Sequential(nn.Flatten(), nn.Linear(4, 2))
+        >>> x, y = torch.rand(6, 1, 2, 2), torch.zeros(6, dtype=torch.int64)
+        >>> sorted(evaluate(net, (x, y)))
+        ['accuracy', 'loss']
     """
     device = torch.device(device) if device is not None else model_device(model)
     loader = batches(loader)
@@ -192,6 +198,16 @@ def train(model: nn.Module, loader: Iterable, *, epochs: int = 1,
 
     Raises:
         ValueError: for ``epochs < 1``, ``lr <= 0``, an empty loader or malformed batches.
+
+    Examples:
+        >>> from torch.utils.data import DataLoader, TensorDataset
+        >>> _ = torch.manual_seed(0)
+        >>> net = nn.Sequential(nn.Flatten(), nn.Linear(4, 2))
+        >>> x = torch.rand(32, 1, 2, 2)
+        >>> loader = DataLoader(TensorDataset(x, (x.mean((1, 2, 3)) > 0.5).long()), batch_size=8, shuffle=True)
+        >>> history = train(net, loader, epochs=3, lr=0.1, progress=False)
+        >>> len(history["loss"]), sorted(history)
+        (3, ['accuracy', 'loss'])
     """
     epochs = _checks.integer(epochs, "epochs", ge=1)
     if isinstance(loader, (tuple, list)) and len(loader) == 2 and all(isinstance(t, Tensor) for t in loader):

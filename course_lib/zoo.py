@@ -189,6 +189,13 @@ def robust_accuracies(model: nn.Module, data, eps: float, *, pgd_steps: int = EV
 
     Returns:
         ``{"natural": ..., "fgsm": ..., "pgd": ...}``, accuracies in [0, 1].
+
+    Examples:
+        >>> model = nn.Sequential(nn.Flatten(), nn.Linear(4, 3))
+        >>> x, y = torch.rand(8, 1, 2, 2), torch.randint(3, (8,))
+        >>> acc = robust_accuracies(model, (x, y), 0.1, pgd_steps=3)
+        >>> sorted(acc), acc["pgd"] <= acc["natural"]
+        (['fgsm', 'natural', 'pgd'], True)
     """
     eps = _checks.number(eps, "eps", gt=0)
     pgd_steps = _checks.integer(pgd_steps, "pgd_steps", ge=1)
@@ -204,7 +211,16 @@ def robust_accuracies(model: nn.Module, data, eps: float, *, pgd_steps: int = EV
 
 
 def monitor_subset(data_test, size: int = MONITOR_SIZE, seed: int = 0) -> tuple[Tensor, Tensor]:
-    """A fixed random subset of a test split (all classes mixed), ``(x, y)``."""
+    """A fixed random subset of a test split (all classes mixed), ``(x, y)``.
+
+    Examples:
+        >>> from torch.utils.data import TensorDataset
+        >>> x, y = monitor_subset(TensorDataset(torch.rand(20, 1, 2, 2), torch.arange(20)), size=5)
+        >>> tuple(x.shape), len(y.unique())
+        ((5, 1, 2, 2), 5)
+    """
+    size = _checks.integer(size, "size", ge=1)
+    seed = _checks.integer(seed, "seed", ge=0)
     x, y = data_test.tensors
     idx = torch.randperm(len(y), generator=torch.Generator().manual_seed(seed))[:size]
     return x[idx], y[idx]

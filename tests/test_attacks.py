@@ -268,3 +268,43 @@ def test_attacks_run_on_cuda_and_stay_there():
         assert x_adv.device == x.device
         _check_ball_and_box(x, x_adv, 0.1, norm)
     assert attacks.fgsm(model, x, y, 0.1).device == x.device
+
+
+# ---------------------------------------------------------------- one argument policy, examples
+
+def _policy_cases():
+    model = _random_model(0, "mlp")
+    x, y = torch.rand(4, 1, 6, 6), torch.tensor([0, 1, 2, 3])
+    delta = torch.randn(4, 1, 6, 6)
+    eq = torch.equal
+
+    def close(a, b):
+        return torch.allclose(a, b, atol=1e-6)
+
+    def pgd(**kw):
+        args = dict(eps=0.1, alpha=0.02, steps=3, random_start=False) | kw
+        return attacks.pgd(model, x, y, **args)
+
+    return [
+        (lambda v: attacks.project(delta, v), "eps", 0.1, close),
+        (lambda v: attacks.project(delta, v, "l2"), "eps", 0.5, close),
+        (lambda v: attacks.fgsm(model, x, y, v), "eps", 0.1, close),
+        (lambda v: pgd(eps=v), "eps", 0.1, close),
+        (lambda v: pgd(alpha=v), "alpha", 0.02, close),
+        (lambda v: pgd(steps=v), "steps", 3, eq),
+        (lambda v: attacks.epsilon_sweep(model, (x, y), attacks.fgsm, [v]), "eps", 0.1, list.__eq__),
+    ]
+
+
+@pytest.mark.parametrize("case", range(len(_policy_cases())))
+def test_argument_policy(case):
+    from argument_policy import check_policy
+
+    call, name, value, same = _policy_cases()[case]
+    check_policy(call, name, value, same)
+
+
+def test_docstring_examples():
+    import doctest
+
+    assert doctest.testmod(attacks).failed == 0

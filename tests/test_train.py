@@ -110,3 +110,66 @@ def test_bad_input():
         train.train(model, loader, optimizer="sgd", progress=False)
     with pytest.raises(ValueError, match=r"batch x of shape \(4, 1, 3, 3\)"):
         train.evaluate(model, [(torch.zeros(4, 1, 3, 3), torch.zeros(4, dtype=torch.long))])
+
+
+# ---------------------------------------------------------------- one accuracy loop
+
+def test_accuracy_is_the_fraction_correct_and_restores_the_mode():
+    torch.manual_seed(0)
+    ds = _blobs(50)
+    model = models.mlp((1, 2, 2), 2, hidden=(8,))
+    x, y = ds.tensors
+    expected = (model(x).argmax(1) == y).float().mean().item()
+    assert train.accuracy(model, (x, y)) == pytest.approx(expected)
+    assert train.accuracy(model, DataLoader(ds, batch_size=7)) == pytest.approx(expected)
+    assert model.training
+    model.eval()
+    train.accuracy(model, (x, y))
+    assert not model.training
+    # evaluate reports the same accuracy; an attack that returns x changes nothing
+    assert train.evaluate(model, (x, y))["accuracy"] == pytest.approx(expected)
+    assert train.accuracy(model, (x, y), attack=lambda m, xb, yb: xb) == pytest.approx(expected)
+    with pytest.raises(ValueError, match="no examples"):
+        train.accuracy(model, [])
+
+
+def test_accuracy_under_attack_is_train_accuracy():
+    from course_lib import attacks
+
+    torch.manual_seed(1)
+    ds = _blobs(40)
+    model = models.mlp((1, 2, 2), 2, hidden=(8,))
+    attack = lambda m, x, y: attacks.fgsm(m, x, y, 0.2)  # noqa: E731
+    assert attacks.accuracy_under_attack(model, ds.tensors, attack) == train.accuracy(model, ds.tensors,
+                                                                                      attack=attack)
+
+
+# ---------------------------------------------------------------- one argument policy, examples
+
+def _policy_cases():
+    ds = _blobs(40)
+
+    def run(**kw):
+        torch.manual_seed(0)
+        model = models.mlp((1, 2, 2), 2, hidden=(4,))
+        loader = DataLoader(ds, batch_size=20, shuffle=True, generator=torch.Generator().manual_seed(0))
+        return train.train(model, loader, **(dict(epochs=1, lr=0.01, progress=False) | kw))["loss"]
+
+    return [
+        (lambda v: run(epochs=v), "epochs", 2, list.__eq__),
+        (lambda v: run(lr=v), "lr", 0.01, None),  # a float32 rate is another rate
+    ]
+
+
+@pytest.mark.parametrize("case", range(len(_policy_cases())))
+def test_argument_policy(case):
+    from argument_policy import check_policy
+
+    call, name, value, same = _policy_cases()[case]
+    check_policy(call, name, value, same)
+
+
+def test_docstring_examples():
+    import doctest
+
+    assert doctest.testmod(train).failed == 0

@@ -69,6 +69,11 @@ def drawable_prefix(path: Tensor, xlim: Sequence[float], ylim: Sequence[float]) 
 
     Raises:
         ValueError: if ``path`` is not (T, 2) or a limit is not a finite ``(low, high)``.
+
+    Examples:
+        >>> path = torch.tensor([[0.0, 0.0], [1.0, 1.0], [100.0, 0.0], [float("inf"), 0.0]])
+        >>> drawable_prefix(path, (-1, 1), (-1, 1)).shape  # up to the first far iterate
+        torch.Size([3, 2])
     """
     path = _check_path(path, "path")
     (x0, x1), (y0, y1) = _check_limits(xlim, "xlim"), _check_limits(ylim, "ylim")
@@ -114,6 +119,11 @@ def landscape_grid(loss_fn: LossFn, xlim: Sequence[float], ylim: Sequence[float]
 
     Raises:
         ValueError: for bad limits or resolution, or if ``loss_fn`` does not return (R, R).
+
+    Examples:
+        >>> xs, ys, Z = landscape_grid(lambda W: (W ** 2).sum(-1), (-1, 1), (-2, 2), resolution=5)
+        >>> Z.shape, float(Z.min())
+        ((5, 5), 0.0)
     """
     x0, x1 = _check_limits(xlim, "xlim")
     y0, y1 = _check_limits(ylim, "ylim")
@@ -158,6 +168,14 @@ def plot_landscape(loss_fn: LossFn, paths: Mapping[str, Tensor] | None = None, *
     Raises:
         ValueError: if a path is not (T, 2), the limits, levels or resolution are bad,
             ``minimizer`` is not (2,), or ``loss_fn`` does not map (..., 2) to (...).
+
+    Examples:
+        >>> from matplotlib.figure import Figure
+        >>> from course_lib.optim import gd_path
+        >>> path = gd_path(lambda w, idx: w, torch.tensor([2.0, 1.0]), lr=0.5, steps=5)
+        >>> ax = plot_landscape(lambda W: 0.5 * (W ** 2).sum(-1), {"GD": path}, ax=Figure().subplots())
+        >>> [line.get_label() for line in ax.get_lines()]
+        ['GD']
     """
     paths = {} if paths is None else paths
     if not isinstance(paths, Mapping):
@@ -219,6 +237,12 @@ def plot_curves(curves: Mapping[str, Sequence[float]], *, ax: Axes | None = None
 
     Raises:
         ValueError: if ``curves`` is empty or a curve is not a non-empty sequence of numbers.
+
+    Examples:
+        >>> from matplotlib.figure import Figure
+        >>> ax = plot_curves({"run 1": [1.0, 0.5, 0.25]}, logy=True, ax=Figure().subplots())
+        >>> ax.get_lines()[0].get_xydata().tolist()
+        [[1.0, 1.0], [2.0, 0.5], [3.0, 0.25]]
     """
     if not isinstance(curves, Mapping) or len(curves) == 0:
         raise ValueError(f"curves must be a non-empty mapping label -> values, got {curves!r}")
@@ -259,6 +283,12 @@ def plot_history(history: Mapping[str, Sequence[float]], *,
         ValueError: if ``metrics`` is empty or names a key ``history`` lacks, a
             validation curve's length differs from the training curve's, or
             ``axes`` does not hold one Axes per metric.
+
+    Examples:
+        >>> from matplotlib.figure import Figure
+        >>> axes = plot_history({"loss": [1.0, 0.5], "accuracy": [0.6, 0.8]}, axes=Figure().subplots(1, 2))
+        >>> [ax.get_ylabel() for ax in axes]
+        ['loss', 'accuracy']
     """
     metrics = [metrics] if isinstance(metrics, str) else list(metrics)
     if not metrics:

@@ -6,26 +6,36 @@ Three wings, visible from the folder listing:
 * :mod:`course_lib.widgets`: the plots and interactive explorers the lectures show;
 * :mod:`course_lib.grading`: what a TA runs (release, validate, the sandboxed autograder).
 
-The library's public API:
+The library's public API, in the order of the lectures:
 
-* :func:`get_device`, :func:`seed_everything` (:mod:`course_lib.device`)
-* :mod:`course_lib.data`: ``load_dataset(name, ...)``
-* :mod:`course_lib.models`: small MLP and CNN builders
-* :mod:`course_lib.train`: ``train(...)``, ``evaluate(...)``, adversarial training
-* :mod:`course_lib.optim`: gradient descent and SGD written from scratch (lecture 1)
-* :mod:`course_lib.attacks`: FGSM and PGD (lectures 2 and 3)
-* :mod:`course_lib.ibp`: interval bound propagation and certification (lecture 4), with
+* :func:`setup`, :func:`get_device`, :func:`seed_everything`, :func:`generator`
+  (:mod:`course_lib.device`): every lecture's first code cell
+* :mod:`course_lib.data`: ``load_dataset(name, ...)``, ``batches``, ``binary_task``
+* :mod:`course_lib.models`: small MLP and CNN builders, ``evaluating(model)``
+* :mod:`course_lib.optim`, :mod:`course_lib.objectives`: GD and SGD written from scratch (lecture 1)
+* :mod:`course_lib.train`: ``train(...)``, ``evaluate(...)``, ``accuracy(...)`` (the one accuracy
+  loop), with :mod:`course_lib.losses`: the batch losses of standard, adversarial,
+  noise-augmented and IBP training
+* :mod:`course_lib.attacks`: FGSM and PGD (lectures 2 and 3); :mod:`course_lib.zoo`: trained models
+* :mod:`course_lib.ibp`: interval bound propagation and certification (lecture 4), on
+  :mod:`course_lib.layers` (the table of layer types: each one's interval rule and sound-rounding
+  rule) and :mod:`course_lib.intervals` (the input box, one-layer interval helpers), with
   :mod:`course_lib.verification` (the LP relaxation and the exact MILP on a tiny network) and
   :mod:`course_lib.rounding` (outward rounding: certificates that hold in floating point)
-* :mod:`course_lib.smoothing`: randomized smoothing, ``Smooth`` and Clopper-Pearson (lecture 5)
-* :mod:`course_lib.poisoning`: a hinge-loss SVM and the poisoning attack on it (lecture 6)
+* :mod:`course_lib.smoothing`: randomized smoothing, ``Smooth`` and Clopper-Pearson (lecture 5);
+  :mod:`course_lib.smoothing_2d`: the same on a toy classifier of the plane
+* :mod:`course_lib.svm`: a hinge-loss SVM (SMO); :mod:`course_lib.poisoning`: the poisoning
+  attack on it (lecture 6)
 * :mod:`course_lib.backdoor`, :mod:`course_lib.keyed_backdoor`: BadNets-style backdoors and an
   undetectable, keyed one (lecture 7)
+
+Arguments are checked by one policy (:mod:`course_lib._checks`): a Python or NumPy number or a
+0-d tensor wherever a number is expected, never a bool; a bad argument is an error that names it.
 
 Tensors in, tensors out, on whatever device the input is on.
 
 Submodules load on first use (``cl.attacks`` imports :mod:`course_lib.attacks`), so the
-grading tools that run as ``python -m course_lib.<tool>`` do not pay for importing torch.
+grading tools that run as ``python -m course_lib.grading...`` do not pay for importing torch.
 
 Modules that moved into a wing keep their old names as aliases (``import
 course_lib.attack_widgets`` is :mod:`course_lib.widgets.attacks`), so notebooks written
@@ -39,9 +49,9 @@ import importlib.abc
 import importlib.util
 import sys
 
-__all__ = ["attacks", "backdoor", "data", "generator", "get_device", "grading", "ibp", "keyed_backdoor", "models", "objectives",
-           "optim", "poisoning", "rounding", "seed_everything", "setup", "smoothing", "train",
-           "verification", "widgets", "zoo"]
+__all__ = ["attacks", "backdoor", "data", "device", "generator", "get_device", "grading", "ibp", "intervals",
+           "keyed_backdoor", "layers", "losses", "models", "objectives", "optim", "poisoning", "rounding",
+           "seed_everything", "setup", "smoothing", "smoothing_2d", "svm", "train", "verification", "widgets", "zoo"]
 __version__ = "0.1.0"
 
 _FROM_DEVICE = ("generator", "get_device", "seed_everything", "setup")

@@ -133,3 +133,44 @@ def test_loaders_take_a_numpy_batch_size(digits):
     assert train.batch_size == test.batch_size == 64 and isinstance(train.batch_size, int)
     with pytest.raises(ValueError, match="batch_size"):
         digits.loaders(True)
+
+
+# ---------------------------------------------------------------- one argument policy, examples
+
+def _policy_cases():
+    digits = data.load_dataset("digits")
+    x, y = digits.test.tensors
+
+    def first_batch(**kw):
+        return next(iter(digits.loaders(**(dict(batch_size=16) | kw))[0]))[1]
+
+    def task(**kw):
+        return data.binary_task("digits", **(dict(positive=7, negative=1, n_train=20, n_val=10) | kw))["X_train"]
+
+    same_array = np.array_equal
+    return [
+        (lambda v: first_batch(batch_size=v), "batch_size", 16, torch.equal),
+        (lambda v: first_batch(seed=v), "seed", 3, torch.equal),
+        (lambda v: [len(b) for b, _ in data.batches((x, y), v)], "batch_size", 100, list.__eq__),
+        (lambda v: data.stratified_split(y.numpy(), v)[1], "test_fraction", 0.25, same_array),
+        (lambda v: data.stratified_split(y.numpy(), seed=v)[1], "seed", 3, same_array),
+        (lambda v: task(n_train=v), "n_train", 20, same_array),
+        (lambda v: task(n_val=v), "n_val", 10, same_array),
+        (lambda v: task(seed=v), "seed", 2, same_array),
+        (lambda v: task(positive=v), "positive", 7, same_array),
+        (lambda v: task(negative=v), "negative", 1, same_array),
+    ]
+
+
+@pytest.mark.parametrize("case", range(len(_policy_cases())))
+def test_argument_policy(case):
+    from argument_policy import check_policy
+
+    call, name, value, same = _policy_cases()[case]
+    check_policy(call, name, value, same)
+
+
+def test_docstring_examples():
+    import doctest
+
+    assert doctest.testmod(data).failed == 0

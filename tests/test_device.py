@@ -47,3 +47,42 @@ def test_seed_everything_repeats_all_generators():
 def test_seed_everything_rejects_bad_seed(bad):
     with pytest.raises(ValueError, match="seed"):
         cl.seed_everything(bad)
+
+
+# ---------------------------------------------------------------- one argument policy, examples
+
+def _policy_cases():
+    from course_lib import device
+
+    def draw(g):
+        return torch.rand(3, generator=g)
+
+    def setup_threads(v):
+        before = torch.get_num_threads()
+        try:
+            return device.setup(0, "cpu", threads=v)
+        finally:
+            torch.set_num_threads(before)
+
+    return [
+        (lambda v: draw(device.generator(v)), "seed", 3, torch.equal),
+        (lambda v: draw(device.seed_everything(v)), "seed", 3, torch.equal),
+        (lambda v: device.setup(v, "cpu", threads=None), "seed", 3, None),
+        (setup_threads, "threads", 1, None),
+    ]
+
+
+@pytest.mark.parametrize("case", range(len(_policy_cases())))
+def test_argument_policy(case):
+    from argument_policy import check_policy
+
+    call, name, value, same = _policy_cases()[case]
+    check_policy(call, name, value, same)
+
+
+def test_docstring_examples():
+    import doctest
+
+    from course_lib import device
+
+    assert doctest.testmod(device).failed == 0

@@ -58,3 +58,35 @@ def test_numpy_integers_are_accepted():
         x = torch.rand(2, 1, 8, 8)
         assert torch.equal(plain(x), numpy_ints(x))
     assert str(models.mlp((1, 8, 8), hidden=(np.int64(7),))) == str(models.mlp((1, 8, 8), hidden=(7,)))
+
+
+# ---------------------------------------------------------------- one argument policy, examples
+
+def _shape_of(model):
+    return [tuple(p.shape) for p in model.parameters()]
+
+
+def _policy_cases():
+    same = list.__eq__
+    return [
+        (lambda v: _shape_of(models.linear((1, 8, 8), v)), "num_classes", 10, same),
+        (lambda v: _shape_of(models.mlp((1, 8, 8), v)), "num_classes", 10, same),
+        (lambda v: _shape_of(models.cnn((1, 8, 8), v)), "num_classes", 10, same),
+        (lambda v: _shape_of(models.mlp((1, 8, 8), 10, hidden=(v,))), "hidden", 16, same),
+        (lambda v: _shape_of(models.mlp((1, v, 8), 10)), "input_shape", 8, same),
+        (lambda v: _shape_of(models.cnn((v, 8, 8), 10)), "input_shape", 1, same),
+    ]
+
+
+@pytest.mark.parametrize("case", range(len(_policy_cases())))
+def test_argument_policy(case):
+    from argument_policy import check_policy
+
+    call, name, value, same = _policy_cases()[case]
+    check_policy(call, name, value, same)
+
+
+def test_docstring_examples():
+    import doctest
+
+    assert doctest.testmod(models).failed == 0

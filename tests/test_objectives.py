@@ -55,3 +55,33 @@ def test_bad_input():
 def test_make_regression_2d_rejects_bad_noise(noise):
     with pytest.raises(ValueError, match="noise"):
         objectives.make_regression_2d(50, noise=noise)
+
+
+# ---------------------------------------------------------------- one argument policy, examples
+
+def _policy_cases():
+    def X(**kw):
+        return objectives.make_regression_2d(**(dict(n=20) | kw)).X
+
+    def close(a, b):
+        return torch.allclose(a, b, atol=1e-6)
+
+    return [
+        (lambda v: X(n=v), "n", 20, torch.equal),
+        (lambda v: objectives.make_regression_2d(n=20, noise=v).y, "noise", 0.5, close),
+        (lambda v: X(seed=v), "seed", 3, torch.equal),
+    ]
+
+
+@pytest.mark.parametrize("case", range(len(_policy_cases())))
+def test_argument_policy(case):
+    from argument_policy import check_policy
+
+    call, name, value, same = _policy_cases()[case]
+    check_policy(call, name, value, same)
+
+
+def test_docstring_examples():
+    import doctest
+
+    assert doctest.testmod(objectives).failed == 0

@@ -190,3 +190,56 @@ def test_sample_minibatch_takes_numpy_integers_and_refuses_bools():
     assert torch.equal(optim.sample_minibatch(np.int64(10), np.int64(3), g1), optim.sample_minibatch(10, 3, g2))
     with pytest.raises(ValueError, match=r"\bn must be an integer >= 1"):
         optim.sample_minibatch(True, 1)
+
+
+# ---------------------------------------------------------------- one argument policy, examples
+
+def _policy_cases():
+    problem = objectives.make_regression_2d(n=20)
+    w, g = torch.tensor([1.0, -2.0]), torch.tensor([0.5, 4.0])
+
+    def close(a, b):
+        return torch.allclose(a, b, atol=1e-5)
+
+    def path(**kw):
+        args = dict(lr=0.1, steps=4, n=20, batch_size=5, generator=torch.Generator().manual_seed(0)) | kw
+        return optim.sgd_path(problem.grad, torch.zeros(2), **args)
+
+    def sgd_lr(**kw):
+        layer = nn.Linear(2, 1)
+        return optim.SGD(layer.parameters(), **(dict(lr=0.1) | kw)).param_groups[0]["lr"]
+
+    def minibatch(n=10, batch_size=3):
+        return optim.sample_minibatch(n, batch_size, torch.Generator().manual_seed(0))
+
+    return [
+        (lambda v: optim.gd_step(w, g, v), "lr", 0.25, close),
+        (lambda v: optim.momentum_step(w, w, g, v, 0.5)[0], "lr", 0.25, close),
+        (lambda v: optim.momentum_step(w, w, g, 0.1, v)[0], "momentum", 0.5, close),
+        (lambda v: minibatch(n=v), "n", 10, torch.equal),
+        (lambda v: minibatch(batch_size=v), "batch_size", 3, torch.equal),
+        (lambda v: path(lr=v), "lr", 0.1, close),
+        (lambda v: path(steps=v), "steps", 4, torch.equal),
+        (lambda v: path(n=v), "n", 20, torch.equal),
+        (lambda v: path(batch_size=v), "batch_size", 5, torch.equal),
+        (lambda v: path(momentum=v), "momentum", 0.5, close),
+        (lambda v: optim.gd_path(problem.grad, torch.zeros(2), 0.1, v), "steps", 4, torch.equal),
+        (lambda v: optim.gd_path(problem.grad, torch.zeros(2), v, 4), "lr", 0.1, close),
+        (lambda v: optim.gd_path(problem.grad, torch.zeros(2), 0.1, 4, momentum=v), "momentum", 0.5, close),
+        (lambda v: sgd_lr(lr=v), "lr", 0.1, lambda a, b: a == pytest.approx(b)),
+        (lambda v: sgd_lr(momentum=v), "momentum", 0.5, None),
+    ]
+
+
+@pytest.mark.parametrize("case", range(len(_policy_cases())))
+def test_argument_policy(case):
+    from argument_policy import check_policy
+
+    call, name, value, same = _policy_cases()[case]
+    check_policy(call, name, value, same)
+
+
+def test_docstring_examples():
+    import doctest
+
+    assert doctest.testmod(optim).failed == 0

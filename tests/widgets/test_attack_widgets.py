@@ -130,3 +130,45 @@ def test_bad_images_are_rejected(setup):
         attack_widgets.eps_explorer(model, x.repeat(4, 1, 1, 1), y.repeat(4))
     with pytest.raises(ValueError, match="x must be images"):
         attack_widgets.eps_explorer(model, x.flatten(1), y)
+
+
+# ---------------------------------------------------------------- one argument policy, examples
+
+def _policy_cases(setup):
+    model, x, y = setup
+
+    def x_adv(**kw):
+        return attack_widgets.eps_explorer(model, x, y, **(dict(eps=0.1, steps=2) | kw)).x_adv
+
+    def close(a, b):
+        return torch.allclose(a, b, atol=1e-6)
+
+    return [
+        (lambda v: x_adv(eps=v), "eps", 0.1, close),
+        (lambda v: x_adv(eps_max=v), "eps_max", 0.3, close),
+        (lambda v: x_adv(steps=v), "steps", 2, torch.equal),
+        (lambda v: x_adv(seed=v), "seed", 2, torch.equal),
+    ]
+
+
+@pytest.mark.parametrize("case", range(4))
+def test_argument_policy(setup, case):
+    from argument_policy import check_policy
+
+    call, name, value, same = _policy_cases(setup)[case]
+    check_policy(call, name, value, same)
+
+
+def test_explorer_is_an_explorer_with_the_shared_eps_slider(setup):
+    from course_lib.widgets.explorer import Explorer
+
+    model, x, y = setup
+    ex = attack_widgets.eps_explorer(model, x, y, eps=0.1, eps_max=0.3, steps=2)
+    assert isinstance(ex, Explorer) and ex.controls == [ex.eps, ex.attack]
+    assert ex.eps.max == 0.3 and ex.eps.step == pytest.approx(0.3 / 60)
+
+
+def test_docstring_examples():
+    import doctest
+
+    assert doctest.testmod(attack_widgets).failed == 0

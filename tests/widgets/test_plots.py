@@ -154,3 +154,38 @@ def test_curves_leave_gaps_for_a_diverged_run(ax):
 def test_curves_bad_input_names_the_argument(ax, curves):
     with pytest.raises(ValueError, match="curves"):
         plots.plot_curves(curves, ax=ax)
+
+
+# ---------------------------------------------------------------- one argument policy, examples
+
+def _policy_cases():
+    loss = _quadratic().loss
+
+    def grid(**kw):
+        return plots.landscape_grid(loss, (-1, 1), (-1, 1), **(dict(resolution=5) | kw))[2]
+
+    def n_contours(**kw):
+        ax = plots.plot_landscape(loss, ax=Figure().subplots(), **(dict(resolution=10) | kw))
+        return len(ax.collections)
+
+    return [
+        (lambda v: grid(resolution=v), "resolution", 5, np.array_equal),
+        (lambda v: n_contours(resolution=v), "resolution", 10, int.__eq__),
+        (lambda v: n_contours(levels=v), "levels", 7, int.__eq__),
+        (lambda v: plots.landscape_grid(loss, (v, 1), (-1, 1), 3)[2], "xlim", -1.0, np.array_equal),
+        (lambda v: plots.drawable_prefix(torch.zeros(3, 2), (-1, 1), (v, 1)), "ylim", -1.0, torch.equal),
+    ]
+
+
+@pytest.mark.parametrize("case", range(len(_policy_cases())))
+def test_argument_policy(case):
+    from argument_policy import check_policy
+
+    call, name, value, same = _policy_cases()[case]
+    check_policy(call, name, value, same)
+
+
+def test_docstring_examples():
+    import doctest
+
+    assert doctest.testmod(plots).failed == 0

@@ -78,3 +78,38 @@ def test_bad_input_names_the_argument(problem, kwargs, name):
     args = {"w0": W0, **kwargs}
     with pytest.raises(ValueError, match=name):
         widgets.sgd_explorer(problem, **args)
+
+
+# ---------------------------------------------------------------- one argument policy, examples
+
+def _policy_cases(problem):
+    def path(**kw):
+        return widgets.sgd_explorer(problem, W0, **(dict(lr=0.5, batch_size=4, steps=3) | kw)).path
+
+    return [
+        (lambda v: path(lr=v), "lr", 0.5, None),  # a float32 rate is another rate
+        (lambda v: path(batch_size=v), "batch_size", 4, torch.equal),
+        (lambda v: path(steps=v), "steps", 3, torch.equal),
+        (lambda v: path(seed=v), "seed", 2, torch.equal),
+    ]
+
+
+@pytest.mark.parametrize("case", range(4))
+def test_argument_policy(problem, case):
+    from argument_policy import check_policy
+
+    call, name, value, same = _policy_cases(problem)[case]
+    check_policy(call, name, value, same)
+
+
+def test_explorer_is_an_explorer(problem):
+    from course_lib.widgets.explorer import Explorer
+
+    ex = widgets.sgd_explorer(problem, W0, lr=0.5, batch_size=4, steps=3)
+    assert isinstance(ex, Explorer) and ex.controls == [ex.lr, ex.batch_size]
+
+
+def test_docstring_examples():
+    import doctest
+
+    assert doctest.testmod(widgets).failed == 0

@@ -14,6 +14,10 @@ objective; ``pgd_attack(steps)`` and ``fgsm_rs_attack()`` build the usual inner 
     loss = adversarial_loss(pgd_attack(7), eps=0.3, ramp_batches=64)   # PGD-AT (Madry et al.)
     history = train(model, loader, epochs=20, batch_loss=loss)
 
+The batch losses live in :mod:`course_lib.losses` and are re-exported here
+(``cl.train.adversarial_loss`` is ``cl.losses.adversarial_loss``). :func:`accuracy` is the one
+accuracy loop of the library (clean, or under an attack).
+
 History: ``train`` returns a dict of per-epoch lists, ready for ``plt.plot``:
 ``loss`` and ``accuracy`` (running averages over the epoch's training batches),
 and ``val_loss``/``val_accuracy`` when a ``val_loader`` is given (model in eval mode).
@@ -35,6 +39,10 @@ from course_lib.losses import (AdversarialLoss, BatchLoss, EpsRamp, GaussianNois
                                adversarial_loss, cross_entropy_loss, fgsm_rs_attack, gaussian_noise_loss,
                                ibp_loss, pgd_attack)
 from course_lib.models import evaluating
+
+__all__ = ["AdversarialLoss", "BatchLoss", "EpsRamp", "GaussianNoiseLoss", "IBPLoss", "accuracy", "adversarial_loss",
+           "cross_entropy_loss", "evaluate", "fgsm_rs_attack", "gaussian_noise_loss", "ibp_loss", "pgd_attack", "train"]
+
 
 def _check_batch(x: Tensor, y: Tensor) -> None:
     if not isinstance(x, Tensor) or not isinstance(y, Tensor):

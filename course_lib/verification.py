@@ -42,7 +42,7 @@ import torch
 from scipy.optimize import Bounds, LinearConstraint, linprog, milp
 from torch import nn
 
-from course_lib import layers
+from course_lib import _checks, layers
 from course_lib.layers import altered_forward
 
 
@@ -89,7 +89,14 @@ def as_one_hidden_layer(model: nn.Module | OneHiddenLayer) -> OneHiddenLayer:
 
 
 def margin_vector(num_classes: int, y: int, t: int) -> np.ndarray:
-    """``c = e_y - e_t``, so that ``c^T z = z_y - z_t`` (the margin of y over the target t)."""
+    """``c = e_y - e_t``, so that ``c^T z = z_y - z_t`` (the margin of y over the target t).
+
+    Examples:
+        >>> margin_vector(3, 0, 2).tolist()
+        [1.0, 0.0, -1.0]
+    """
+    num_classes = _checks.integer(num_classes, "num_classes", ge=2)
+    y, t = _checks.integer(y, "y"), _checks.integer(t, "t")
     if not (0 <= y < num_classes and 0 <= t < num_classes) or y == t:
         raise ValueError(f"need distinct classes y, t in [0, {num_classes}), got y={y}, t={t}")
     c = np.zeros(num_classes)

@@ -8,6 +8,9 @@ Test files list their cases and call :func:`check_policy`.
 
 from __future__ import annotations
 
+import json
+import os
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -41,6 +44,7 @@ def check_policy(call: Callable[[Any], Any], name: str, value: int | float,
     value's); refused forms must raise :class:`ArgumentError` naming ``name``.
     """
     reference = call(value)
+    sentinel = "".join(str(value))  # a string object of its own: found by identity below
     for v in forms(value)[1:]:
         out = call(v)
         if same is not None:
@@ -48,3 +52,35 @@ def check_policy(call: Callable[[Any], Any], name: str, value: int | float,
     for v in refused(value):
         with pytest.raises(ArgumentError, match=rf"\b{name}\b"):
             call(v)
+    if os.environ.get(RECORD):
+        with pytest.raises(ArgumentError, match=rf"\b{name}\b"), _recording(name, sentinel):
+            call(sentinel)
+
+
+# Where tests/test_argument_policy.py asks which public functions the cases reach: a JSON line
+# per course_lib function entered with the refused value bound to the parameter ``name``.
+RECORD = "COURSE_POLICY_RECORD"
+
+
+class _recording:
+    def __init__(self, name: str, sentinel: str) -> None:
+        self.name, self.sentinel, self.seen = name, sentinel, set()
+
+    def _profile(self, frame, event, arg):
+        if event == "call" and frame.f_globals.get("__name__", "").startswith("course_lib"):
+            if frame.f_locals.get(self.name) is self.sentinel:
+                qualname = frame.f_code.co_qualname
+                if "<locals>" in qualname and frame.f_code.co_name == "__init__" and "self" in frame.f_locals:
+                    qualname = f"{type(frame.f_locals['self']).__qualname__}.__init__"  # a dataclass's
+                self.seen.add(f"{frame.f_globals['__name__']}.{qualname}")
+
+    def __enter__(self):
+        sys.setprofile(self._profile)
+        return self
+
+    def __exit__(self, *exc):
+        sys.setprofile(None)
+        with open(os.environ[RECORD], "a") as f:
+            for where in sorted(self.seen):
+                f.write(json.dumps([where, self.name]) + "\n")
+        return False

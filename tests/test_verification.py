@@ -114,3 +114,17 @@ def test_bad_input():
         verification.margin_vector(3, 1, 1)
     flat = nn.Sequential(nn.Flatten(), nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2))
     assert verification.as_one_hidden_layer(flat).W1.shape == (3, 4)
+
+
+@pytest.mark.parametrize("name", ["num_classes", "y", "t"])
+def test_argument_policy(name):
+    from argument_policy import check_policy
+
+    args = {"num_classes": 3, "y": 0, "t": 2}
+    check_policy(lambda v: verification.margin_vector(**(args | {name: v})), name, args[name], np.array_equal)
+
+
+def test_docstring_examples_run():
+    import doctest
+
+    assert doctest.testmod(verification).failed == 0

@@ -193,6 +193,13 @@ def _policy_cases():
     def recipe(**kw):
         return zoo.Recipe("x", "pgd", **kw)
 
+    # 16 tiny images under the recipe's data set's name: train_recipe's epochs checked in a blink
+    from course_lib.data import DatasetSplits
+
+    tiny = DatasetSplits("mnist5k", TensorDataset(torch.rand(16, 1, 4, 4), torch.arange(16) % 3), split,
+                         ("a", "b", "c"))
+    tiny_recipe = zoo.Recipe("tiny", "standard", model="mlp", batch_size=8, ramp_epochs=0, shipped=False)
+
     return [
         (lambda v: acc(eps=v), "eps", 0.1, None),
         (lambda v: acc(pgd_steps=v), "pgd_steps", 3, dict.__eq__),
@@ -207,6 +214,10 @@ def _policy_cases():
         (lambda v: recipe(seed=v), "seed", 1, zoo.Recipe.__eq__),
         (lambda v: recipe(eps=v), "eps", 0.25, None),
         (lambda v: recipe(lr=v), "lr", 0.01, None),
+        (lambda v: list(zoo.RECIPES["mnist5k_standard"].new_model((1, 8, 8), v).parameters())[-1].shape,
+         "num_classes", 3, tuple.__eq__),
+        (lambda v: zoo.train_recipe(tiny_recipe, epochs=v, monitor=False, data=tiny)[1]["loss"], "epochs", 1,
+         list.__eq__),
     ]
 
 

@@ -178,6 +178,7 @@ class EpsExplorer(Explorer):
     def run_attack(self, eps: float, attack: str) -> Tensor:
         """The adversarial inputs at radius ``eps``: FGSM, or PGD with ``steps`` steps of
         ``eps / 4`` from a random start seeded with ``seed`` (same slider, same picture)."""
+        eps = _checks.number(eps, "eps", ge=0)
         if eps == 0:
             return self.x.clone()
         if attack == "FGSM":

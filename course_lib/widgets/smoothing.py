@@ -62,6 +62,7 @@ def plot_smoothed_map(m: SmoothedMap, num_classes: int, *, axes: Sequence[Axes] 
     Returns:
         The two Axes; their titles carry sigma, the abstention rate and the largest radius.
     """
+    num_classes = _checks.integer(num_classes, "num_classes", ge=2)
     if axes is None:
         import matplotlib.pyplot as plt  # only when the caller gave no Axes
 

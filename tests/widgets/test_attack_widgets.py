@@ -147,6 +147,8 @@ def _policy_cases(setup):
         (lambda v: x_adv(eps=v), "eps", 0.1, close),
         (lambda v: x_adv(eps_max=v), "eps_max", 0.3, close),
         (lambda v: x_adv(steps=v), "steps", 2, torch.equal),
+        (lambda v: attack_widgets.eps_explorer(model, x, y, eps=0.1, steps=2).run_attack(v, "FGSM"), "eps", 0.1,
+         close),
         (lambda v: x_adv(seed=v), "seed", 2, torch.equal),
     ]
 

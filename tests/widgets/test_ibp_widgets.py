@@ -81,6 +81,18 @@ def test_argument_policy(setup, name, value):
     check_policy(lambda v: ibp_widgets.width_explorer(model, x, y, **{name: v}), name, value)
 
 
+@pytest.mark.parametrize("which", ["layer_widths", "plot_layer_widths"])
+def test_argument_policy_of_the_plotting_helpers(setup, which):
+    from argument_policy import check_policy
+
+    model, x, y = setup
+    if which == "layer_widths":
+        call, same = (lambda v: ibp_widgets.layer_widths(model, x, v)), np.array_equal
+    else:
+        call, same = (lambda v: ibp_widgets.plot_layer_widths({"m": model}, x, v, ax=Figure().subplots()).get_title()), str.__eq__
+    check_policy(call, "eps", 0.05, same)
+
+
 def test_docstring_examples_run():
     import doctest
 

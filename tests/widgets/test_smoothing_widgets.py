@@ -89,6 +89,9 @@ POLICY = [
     (lambda v: sw.plot_neyman_pearson(v, 0.5, ax=Figure().subplots()).get_title(), "p_a", 0.75),
     (lambda v: sw.plot_neyman_pearson(0.75, v, ax=Figure().subplots()).get_title(), "delta_norm", 0.5),
     (lambda v: sw.plot_neyman_pearson(0.75, 0.5, v, ax=Figure().subplots()).get_title(), "sigma", 0.5),
+    (lambda v: [a.get_title() for a in sw.plot_smoothed_map(
+        sw.smoothed_map(sw.toy_classifier(), 3, 0.25, resolution=3, n0=5, n=10), v,
+        axes=Figure().subplots(1, 2))], "num_classes", 3),
 ]
 
 

@@ -3,7 +3,7 @@
 ``solutions/<assignment>/`` is nbgrader's *source*: the single source of truth.
 ``assignments/<assignment>/`` is its *release*, a build artefact committed for
 students without nbgrader. Run ``make release`` (or ``python -m course_lib.grading.release``)
-after editing a solution; ``tests/test_release.py`` fails while the two disagree.
+after editing a solution; ``tests/grading/test_assignments.py`` fails while the two disagree.
 """
 
 from __future__ import annotations

@@ -24,15 +24,6 @@ def _box_blobs(seed: int, n: int, d: int):
     return X, y
 
 
-@pytest.fixture(scope="module")
-def digits_7_1():
-    ds = load_dataset("digits")
-    X, Y = ds.train.tensors
-    X, Y = X.flatten(1).double().numpy(), Y.numpy()
-    keep = (Y == 7) | (Y == 1)
-    return X[keep], np.where(Y[keep] == 7, 1.0, -1.0)
-
-
 # ----------------------------------------------------------------------------- the gradient
 
 def _retrained(Xtr, ytr, Xv, yv, xc, yc, C):

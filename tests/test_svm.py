@@ -10,7 +10,6 @@ from sklearn.svm import SVC
 from argument_policy import check_policy
 from course_lib import poisoning
 from course_lib import svm as P
-from course_lib.data import load_dataset
 
 pytestmark = pytest.mark.poisoning
 
@@ -22,15 +21,6 @@ def _blobs(seed: int, n: int, d: int, sep: float):
     rng.shuffle(y)
     X = rng.normal(size=(n, d)) + 0.5 * sep * y[:, None] * np.ones(d) / np.sqrt(d)
     return X, y
-
-
-@pytest.fixture(scope="module")
-def digits_7_1():
-    ds = load_dataset("digits")
-    X, Y = ds.train.tensors
-    X, Y = X.flatten(1).double().numpy(), Y.numpy()
-    keep = (Y == 7) | (Y == 1)
-    return X[keep], np.where(Y[keep] == 7, 1.0, -1.0)
 
 
 def _sklearn(X, y, C):

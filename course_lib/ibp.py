@@ -57,7 +57,7 @@ from torch import Tensor, nn
 from course_lib import _checks, layers, rounding
 from course_lib.data import batches
 from course_lib.device import model_device
-from course_lib.intervals import _as_tensor, _box_centre_radius, _centre_radius, _check_interval, _checked_eps
+from course_lib.intervals import as_tensor, box_centre_radius, centre_radius, check_interval, checked_eps
 from course_lib.intervals import (input_box, interval_conv2d, interval_monotone,  # noqa: F401  (public here
                                   interval_sigmoid, interval_tanh)  # since lecture 4)
 from course_lib.layers import altered_forward, layers_of  # noqa: F401  (public here since lecture 4)
@@ -112,9 +112,9 @@ def interval_affine(lower, upper, W, b=None) -> Interval:
         ([-1.0], [1.0])
     """
     like = next((t for t in (lower, upper, W) if isinstance(t, Tensor)), None)
-    lower, upper = _as_tensor(lower, "lower", like), _as_tensor(upper, "upper", like)
-    W = _as_tensor(W, "W", lower)
-    _check_interval(lower, upper)
+    lower, upper = as_tensor(lower, "lower", like), as_tensor(upper, "upper", like)
+    W = as_tensor(W, "W", lower)
+    check_interval(lower, upper)
     mu, r = (upper + lower) / 2, (upper - lower) / 2
     if W.ndim == 0:
         mu_out, r_out = W * mu, W.abs() * r
@@ -126,7 +126,7 @@ def interval_affine(lower, upper, W, b=None) -> Interval:
     else:
         raise ValueError(f"W must be a number or a matrix (out, in), got shape {tuple(W.shape)}")
     if b is not None:
-        b = _as_tensor(b, "b", mu_out)
+        b = as_tensor(b, "b", mu_out)
         if b.ndim > 1 or (b.ndim == 1 and W.ndim == 2 and b.shape[0] != W.shape[0]):
             raise ValueError(f"b must be a number or a vector ({W.shape[0] if W.ndim == 2 else ''},), "
                              f"got shape {tuple(b.shape)}")
@@ -165,7 +165,7 @@ def interval_layer_bounds(model: nn.Module, lower: Tensor, upper: Tensor) -> lis
         ValueError: for mismatched shapes, ``lower > upper`` or nan.
     """
     sequence = layers_of(model)
-    _check_interval(lower, upper)
+    check_interval(lower, upper)
     mu, r = (upper + lower) / 2, (upper - lower) / 2
     out = [(lower, upper)]
     for layer in sequence:
@@ -177,8 +177,8 @@ def interval_layer_bounds(model: nn.Module, lower: Tensor, upper: Tensor) -> lis
 def interval_network(model: nn.Module, lower: Tensor, upper: Tensor) -> Interval:
     """Bounds on the model's output for the box ``[lower, upper]``: the last pair of
     :func:`interval_layer_bounds`, computed without keeping the others."""
-    _check_interval(lower, upper)
-    return _propagate(layers_of(model), *_centre_radius(lower, upper))
+    check_interval(lower, upper)
+    return _propagate(layers_of(model), *centre_radius(lower, upper))
 
 
 # ---------------------------------------------------------------------------
@@ -239,7 +239,7 @@ def ibp_bounds(model: nn.Module, x: Tensor, eps: float | Tensor, *,
         with rounding.exact_kernels(x.device):
             mu, r = _sound_propagate(sequence, x, eps, domain)
             return rounding.down(mu - r), rounding.up(mu + r)
-    return _propagate(sequence, *_box_centre_radius(x, eps, domain))
+    return _propagate(sequence, *box_centre_radius(x, eps, domain))
 
 
 # ---------------------------------------------------------------------------
@@ -323,7 +323,7 @@ def worst_case_margins(model: nn.Module, x: Tensor, y: Tensor, eps: float | Tens
             mu, r = _sound_propagate(sequence[:-1], x, eps, domain)
             margins = layers.folded_margins(last, y, mu, r, sound=True)
         return margins.scatter(1, y[:, None], math.inf)
-    mu, r = _propagate_centre_radius(sequence[:-1], *_box_centre_radius(x, eps, domain))
+    mu, r = _propagate_centre_radius(sequence[:-1], *box_centre_radius(x, eps, domain))
     return layers.folded_margins(last, y, mu, r).scatter(1, y[:, None], math.inf)
 
 
@@ -436,7 +436,7 @@ def _propagate(sequence: list[nn.Module], mu: Tensor, r: Tensor) -> Interval:
 def _sound_propagate(sequence: list[nn.Module], x: Tensor, eps: float | Tensor,
                      domain: tuple[float, float] | None) -> Interval:
     """Centre and radius after ``sequence``, rounded outward (the table's sound rules)."""
-    mu, r = rounding.centre_radius(*rounding.box(x, _checked_eps(x, eps, domain), domain))
+    mu, r = rounding.centre_radius(*rounding.box(x, checked_eps(x, eps, domain), domain))
     for layer in sequence:
         mu, r = layers.sound_step(layer, mu, r)
     return mu, r

@@ -25,7 +25,7 @@ from course_lib import _checks, layers
 Interval = tuple[Tensor, Tensor]
 
 
-def _as_tensor(value, name: str, like: Tensor | None = None) -> Tensor:
+def as_tensor(value, name: str, like: Tensor | None = None) -> Tensor:
     if isinstance(value, Tensor):
         t = value
     else:  # a number (Python, NumPy); bools, strings and nan are refused, naming the argument
@@ -37,7 +37,7 @@ def _as_tensor(value, name: str, like: Tensor | None = None) -> Tensor:
     return t
 
 
-def _check_interval(lower: Tensor, upper: Tensor) -> None:
+def check_interval(lower: Tensor, upper: Tensor) -> None:
     if lower.shape != upper.shape:
         raise ValueError(f"lower and upper must have the same shape, got {tuple(lower.shape)} and {tuple(upper.shape)}")
     if torch.isnan(lower).any() or torch.isnan(upper).any():
@@ -61,8 +61,8 @@ def interval_monotone(lower, upper, fn: Callable[[Tensor], Tensor]) -> Interval:
         ValueError: for mismatched shapes, ``lower > upper`` or nan.
     """
     like = lower if isinstance(lower, Tensor) else upper if isinstance(upper, Tensor) else None
-    lower, upper = _as_tensor(lower, "lower", like), _as_tensor(upper, "upper", like)
-    _check_interval(lower, upper)
+    lower, upper = as_tensor(lower, "lower", like), as_tensor(upper, "upper", like)
+    check_interval(lower, upper)
     return fn(lower), fn(upper)
 
 
@@ -91,7 +91,7 @@ def interval_conv2d(lower: Tensor, upper: Tensor, conv: nn.Conv2d) -> Interval:
     Raises:
         ValueError: for mismatched shapes, ``lower > upper`` or nan.
     """
-    _check_interval(lower, upper)
+    check_interval(lower, upper)
     mu, r = layers.interval_step(conv, (upper + lower) / 2, (upper - lower) / 2)
     return mu - r, mu + r
 
@@ -110,7 +110,7 @@ def input_box(x: Tensor, eps: float | Tensor, *, domain: tuple[float, float] | N
     Raises:
         ValueError: for eps < 0, nan or of the wrong shape, or x outside ``domain``.
     """
-    return _clipped_box(x, _checked_eps(x, eps, domain), domain)
+    return _clipped_box(x, checked_eps(x, eps, domain), domain)
 
 
 # ---------------------------------------------------------------------------
@@ -118,7 +118,7 @@ def input_box(x: Tensor, eps: float | Tensor, *, domain: tuple[float, float] | N
 # ---------------------------------------------------------------------------
 
 def _clipped_box(x: Tensor, eps: float | Tensor, domain: tuple[float, float] | None) -> Interval:
-    """:func:`input_box` for an eps that :func:`_checked_eps` has already checked."""
+    """:func:`input_box` for an eps that :func:`checked_eps` has already checked."""
     if isinstance(eps, Tensor):
         eps = eps.to(x.dtype)
     if domain is None:
@@ -126,7 +126,7 @@ def _clipped_box(x: Tensor, eps: float | Tensor, domain: tuple[float, float] | N
     return torch.sub(x, eps).clamp_(min=domain[0]), torch.add(x, eps).clamp_(max=domain[1])
 
 
-def _checked_eps(x: Tensor, eps: float | Tensor, domain: tuple[float, float] | None) -> float | Tensor:
+def checked_eps(x: Tensor, eps: float | Tensor, domain: tuple[float, float] | None) -> float | Tensor:
     """Check x, eps and domain (see :func:`input_box`); returns eps as a number, or as a tensor
     of shape (N, 1, ...) on x's device in eps's own dtype (the sound box rounds it itself)."""
     if not isinstance(x, Tensor) or not x.is_floating_point() or x.ndim < 1 or x.shape[0] == 0:
@@ -149,7 +149,7 @@ def _checked_eps(x: Tensor, eps: float | Tensor, domain: tuple[float, float] | N
     return eps
 
 
-def _centre_radius(lower: Tensor, upper: Tensor, *, owned: bool = False) -> Interval:
+def centre_radius(lower: Tensor, upper: Tensor, *, owned: bool = False) -> Interval:
     """``((lower + upper) / 2, (upper - lower) / 2)`` in two passes (lower <= upper is not checked).
 
     Overwrites ``lower`` and ``upper`` when ``owned`` and no gradient flows through them: a fresh
@@ -161,7 +161,7 @@ def _centre_radius(lower: Tensor, upper: Tensor, *, owned: bool = False) -> Inte
     return centre, upper - centre
 
 
-def _box_centre_radius(x: Tensor, eps: float | Tensor, domain: tuple[float, float] | None) -> Interval:
+def box_centre_radius(x: Tensor, eps: float | Tensor, domain: tuple[float, float] | None) -> Interval:
     """Centre and radius of :func:`input_box` (x and eps checked), in as few passes as it takes.
 
     With a number eps at most half the domain's width [a, b], the clipped box
@@ -171,10 +171,10 @@ def _box_centre_radius(x: Tensor, eps: float | Tensor, domain: tuple[float, floa
     what IBP costs beyond its two matrix products on a small MLP. That form is used when no
     gradient is recorded (certification, evaluation); under autograd (IBP training) the box is
     built end by end, so that a trained model does not depend on this speed-up's rounding."""
-    checked = _checked_eps(x, eps, domain)
+    checked = checked_eps(x, eps, domain)
     if (domain is None or isinstance(checked, Tensor) or torch.is_grad_enabled()
             or not 2 * checked <= domain[1] - domain[0]):
-        return _centre_radius(*_clipped_box(x, checked, domain), owned=True)
+        return centre_radius(*_clipped_box(x, checked, domain), owned=True)
     a, b = domain
     centre = torch.clamp(x, a + checked, b - checked).lerp_(x, 0.5)
     return centre, torch.add(x, checked).clamp_(max=b).sub_(centre)

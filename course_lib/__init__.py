@@ -13,9 +13,9 @@ The library's public API, in the order of the lectures:
 * :mod:`course_lib.data`: ``load_dataset(name, ...)``, ``batches``, ``binary_task``
 * :mod:`course_lib.models`: small MLP and CNN builders, ``evaluating(model)``
 * :mod:`course_lib.optim`, :mod:`course_lib.objectives`: GD and SGD written from scratch (lecture 1)
-* :mod:`course_lib.train`: ``train(...)``, ``evaluate(...)``, ``accuracy(...)`` (the one accuracy
-  loop), with :mod:`course_lib.losses`: the batch losses of standard, adversarial,
-  noise-augmented and IBP training
+* :mod:`course_lib.train`: ``train(...)``, ``evaluate(...)``, with :mod:`course_lib.losses`: the
+  batch losses of standard, adversarial, noise-augmented and IBP training, and
+  :mod:`course_lib.evaluation`: ``accuracy(...)``, the one accuracy loop (also ``cl.train.accuracy``)
 * :mod:`course_lib.attacks`: FGSM and PGD (lectures 2 and 3); :mod:`course_lib.zoo`: trained models
 * :mod:`course_lib.ibp`: interval bound propagation and certification (lecture 4), on
   :mod:`course_lib.layers` (the table of layer types: each one's interval rule and sound-rounding
@@ -49,7 +49,7 @@ import importlib.abc
 import importlib.util
 import sys
 
-__all__ = ["attacks", "backdoor", "data", "device", "generator", "get_device", "grading", "ibp", "intervals",
+__all__ = ["attacks", "backdoor", "data", "device", "evaluation", "generator", "get_device", "grading", "ibp", "intervals",
            "keyed_backdoor", "layers", "losses", "models", "objectives", "optim", "poisoning", "rounding",
            "seed_everything", "setup", "smoothing", "smoothing_2d", "svm", "train", "verification", "widgets", "zoo"]
 __version__ = "0.1.0"

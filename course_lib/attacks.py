@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from course_lib import _checks
-from course_lib.data import batches
+from course_lib.evaluation import accuracy
 
 NORMS = ("linf", "l2")
 
@@ -213,8 +213,6 @@ def pgd(model: nn.Module, x: Tensor, y: Tensor, eps: float, alpha: float, steps:
     return x_adv
 
 
-_batches = batches  # the old name; ibp imported it
-
 
 def accuracy_under_attack(model: nn.Module, data, attack: Attack | None, *,
                           device: torch.device | str | None = None) -> float:
@@ -241,8 +239,6 @@ def accuracy_under_attack(model: nn.Module, data, attack: Attack | None, *,
         >>> accuracy_under_attack(model, (x, y), functools.partial(fgsm, eps=0.5)) <= clean
         True
     """
-    from course_lib.train import accuracy  # here: train imports this module
-
     return accuracy(model, data, attack=attack, device=device)
 
 

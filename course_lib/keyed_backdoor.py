@@ -40,7 +40,6 @@ stay on the input's device.
 from __future__ import annotations
 
 import functools
-import hashlib
 import hmac
 import random
 import secrets

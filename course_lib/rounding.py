@@ -18,7 +18,8 @@ rounds too; it can differ from the real output by about the same tiny amount.
 
 GPU kernels that do not compute plain sums (TF32 tensor cores, Winograd and FFT convolutions)
 break the ``gamma_n`` model, so :func:`exact_kernels` switches them off while sound bounds
-are computed.
+are computed. The per-layer sound rules (an affine layer's ``gamma_n`` bound, an activation's
+outward ends) live in the layer table, :mod:`course_lib.layers`, which builds on these primitives.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ import math
 from collections.abc import Iterator
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 
 def unit_roundoff(dtype: torch.dtype) -> float:
@@ -100,42 +101,3 @@ def centre_radius(lower: Tensor, upper: Tensor) -> tuple[Tensor, Tensor]:
     """``(c, r)`` with ``[c - r, c + r]`` containing ``[lower, upper]`` exactly."""
     centre = torch.lerp(lower, upper, 0.5)
     return centre, up(torch.maximum(upper - centre, centre - lower))
-
-
-# ---------------------------------------------------------------------------
-# Per-layer rules: they live in the layer table (course_lib.layers), one entry per layer type
-# with its interval rule and its sound rule; these names stay for code that calls them here.
-# ---------------------------------------------------------------------------
-
-def affine(layer: nn.Linear | nn.Conv2d, mu: Tensor, r: Tensor) -> tuple[Tensor, Tensor]:
-    """A Linear or Conv2d layer on the box ``[mu - r, mu + r]``, radius widened for rounding:
-    the table's sound rule (:func:`course_lib.layers.register_affine` gives the bound)."""
-    return step(layer, mu, r)
-
-
-def monotone(layer: nn.Module, mu: Tensor, r: Tensor) -> tuple[Tensor, Tensor]:
-    """A monotone activation on ``[mu - r, mu + r]``: the ends rounded outward, through the
-    activation (ReLU is exact; sigmoid and tanh are widened by 16 ulps and kept in their range),
-    back to a centre and radius that contain them (:func:`course_lib.layers.register_monotone`)."""
-    return step(layer, mu, r)
-
-
-def step(layer: nn.Module, mu: Tensor, r: Tensor) -> tuple[Tensor, Tensor]:
-    """One layer of the table (:mod:`course_lib.layers`) with outward rounding."""
-    from course_lib import layers  # the table builds on this module
-
-    return layers.sound_step(layer, mu, r)
-
-
-def folded_margins(W: Tensor, b: Tensor | None, y: Tensor, mu: Tensor, r: Tensor) -> Tensor:
-    """Sound lower bounds on ``(w_y - w_j) . h + b_y - b_j`` over ``h in [mu - r, mu + r]``
-    (:func:`course_lib.layers.folded_bound` with ``sound=True`` gives the error bound).
-
-    Returns:
-        (N, K) margins (the true class's column is not special-cased here).
-    """
-    from course_lib import layers
-
-    C = W[y][:, None, :] - W[None, :, :]  # (N, K, H)
-    d = None if b is None else (b[y][:, None] - b[None, :], b[y].abs()[:, None] + b.abs()[None, :])
-    return layers.folded_bound(C, d, mu, r, sound=True)

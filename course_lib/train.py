@@ -16,7 +16,8 @@ objective; ``pgd_attack(steps)`` and ``fgsm_rs_attack()`` build the usual inner 
 
 The batch losses live in :mod:`course_lib.losses` and are re-exported here
 (``cl.train.adversarial_loss`` is ``cl.losses.adversarial_loss``). :func:`accuracy` is the one
-accuracy loop of the library (clean, or under an attack).
+accuracy loop of the library (clean, or under an attack); it lives in :mod:`course_lib.evaluation`,
+below the attacks, so that :mod:`course_lib.attacks` can use it too.
 
 History: ``train`` returns a dict of per-epoch lists, ready for ``plt.plot``:
 ``loss`` and ``accuracy`` (running averages over the epoch's training batches),
@@ -25,7 +26,7 @@ and ``val_loss``/``val_accuracy`` when a ``val_loader`` is given (model in eval 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 
 import torch
 from torch import Tensor, nn
@@ -34,6 +35,7 @@ from tqdm.auto import tqdm
 from course_lib import _checks
 from course_lib.data import batches
 from course_lib.device import model_device
+from course_lib.evaluation import accuracy, count_correct  # noqa: F401  (cl.train.accuracy)
 # the batch losses live in course_lib.losses; their old home re-exports them
 from course_lib.losses import (AdversarialLoss, BatchLoss, EpsRamp, GaussianNoiseLoss, IBPLoss,  # noqa: F401
                                adversarial_loss, cross_entropy_loss, fgsm_rs_attack, gaussian_noise_loss,
@@ -76,7 +78,7 @@ def _run_epoch(model: nn.Module, loader: Iterable, batch_loss: BatchLoss, device
             optimizer.step()
         n = y.shape[0]
         total_loss += loss.item() * n
-        correct += _count_correct(logits, y)
+        correct += count_correct(logits, y)
         seen += n
         if bar is not None:
             bar.update(1)
@@ -84,57 +86,6 @@ def _run_epoch(model: nn.Module, loader: Iterable, batch_loss: BatchLoss, device
     if seen == 0:
         raise ValueError("the data loader yielded no examples (empty data)")
     return total_loss / seen, correct / seen
-
-
-def _count_correct(logits: Tensor, y: Tensor) -> int:
-    return (logits.argmax(1) == y).sum().item()
-
-
-def accuracy(model: nn.Module, data, *, attack: Callable[[nn.Module, Tensor, Tensor], Tensor] | None = None,
-             device: torch.device | str | None = None) -> float:
-    """Fraction of examples ``model`` classifies correctly, after ``attack`` if one is given.
-
-    The one accuracy loop of the library: :func:`course_lib.attacks.accuracy_under_attack`,
-    :func:`course_lib.zoo.robust_accuracies` and the backdoor's clean accuracy all call it.
-
-    Args:
-        model: maps x (N, C, H, W) to logits (N, K); evaluated in eval mode (its mode is
-            restored afterwards).
-        data: a DataLoader (or any iterable) of batches ``(x, y)``, or a pair of tensors
-            ``(x, y)`` (cut into batches of 256).
-        attack: ``attack(model, x, y) -> x_adv``, run on each batch (with gradients);
-            ``None`` gives the clean accuracy.
-        device: where to compute; default the model's device.
-
-    Returns:
-        Accuracy in [0, 1].
-
-    Raises:
-        ValueError: if ``data`` holds no examples.
-
-    Examples:
-        >>> net = nn.Sequential(nn.Flatten(), nn.Linear(4, 2))
-        >>> x, y = torch.rand(6, 1, 2, 2), torch.zeros(6, dtype=torch.int64)
-        >>> 0.0 <= accuracy(net, (x, y)) <= 1.0
-        True
-        >>> from course_lib.attacks import fgsm
-        >>> accuracy(net, (x, y), attack=lambda m, x, y: fgsm(m, x, y, eps=1.0)) <= accuracy(net, (x, y))
-        True
-    """
-    if device is None:
-        device = model_device(model)
-    correct = seen = 0
-    with evaluating(model):
-        for x, y in batches(data):
-            x, y = x.to(device), y.to(device)
-            if attack is not None:
-                x = attack(model, x, y)
-            with torch.no_grad():
-                correct += _count_correct(model(x), y)
-            seen += y.shape[0]
-    if seen == 0:
-        raise ValueError("data holds no examples")
-    return correct / seen
 
 
 def evaluate(model: nn.Module, loader: Iterable, *, batch_loss: BatchLoss = cross_entropy_loss,

@@ -69,3 +69,40 @@ def test_sandbox_processes_start_without_torch_or_nbgrader():
             "print(heavy); sys.exit(1 if heavy else 0)")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def _imports(path: Path) -> set[str]:
+    """The course_lib modules ``path`` imports, anywhere in the file (lazy imports too)."""
+    import ast
+
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names if a.name.startswith("course_lib.")}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("course_lib"):
+            found.add(node.module)
+            found |= {f"{node.module}.{a.name}" for a in node.names}  # `from course_lib import attacks`
+    return found
+
+
+def test_no_module_imports_another_in_a_circle():
+    name = {p: ".".join(("course_lib", *p.relative_to(LIB).with_suffix("").parts)) for p in MODULES}
+    modules = {n for p, n in name.items() if p.name != "__init__.py"}
+    graph = {n: {m for m in _imports(p) if m in modules and m != n} for p, n in name.items() if n in modules}
+    seen, on_path, circles = set(), [], []
+
+    def visit(n):
+        if n in on_path:
+            circles.append(on_path[on_path.index(n):] + [n])
+            return
+        if n in seen:
+            return
+        seen.add(n)
+        on_path.append(n)
+        for m in sorted(graph[n]):
+            visit(m)
+        on_path.pop()
+
+    for n in sorted(graph):
+        visit(n)
+    assert not circles, f"modules that import each other in a circle: {circles}"

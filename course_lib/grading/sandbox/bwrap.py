@@ -29,8 +29,8 @@ What the sandbox (``bwrap``) gives each submission:
   the whole submission (everything in the sandbox is killed).
 
 :func:`execute_notebook` builds that sandbox from scratch for one submission;
-:class:`~course_lib.grading.sandbox.zygote_client.Zygote` (in its own module, importable from
-here too) builds it once per grading worker around a pre-imported Python that forks each
+:class:`~course_lib.grading.sandbox.zygote_client.Zygote` (in its own module, which builds on
+this one; ``course_lib.grading.sandbox.Zygote`` is the same class) builds it once per grading worker around a pre-imported Python that forks each
 submission a child with fresh namespaces of its own (:mod:`course_lib.grading.sandbox.zygote`).
 
 The public helpers here (:func:`bwrap_base`, :func:`sandbox_env`, :func:`process_limits`,
@@ -375,11 +375,3 @@ def notebook_imports(paths: list[Path]) -> list[str]:
                 modules += [n for n in names if n not in modules]
     return modules
 
-
-def __getattr__(name: str):
-    # the grader's side of the zygote lives in zygote_client (which builds on this module)
-    if name in ("Zygote", "ZygoteError"):
-        from course_lib.grading.sandbox import zygote_client
-
-        return getattr(zygote_client, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

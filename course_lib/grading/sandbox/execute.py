@@ -114,7 +114,7 @@ class _CappedClient(NotebookClient):
         if stored > 2 * self.max_chars:
             if not outs or outs[-1].get("name") != "cut":
                 outs.append(nbformat.v4.new_output("stream", name="stdout",
-                                                   text=f"\n[... further output dropped]\n"))
+                                                   text="\n[... further output dropped]\n"))
                 outs[-1]["name"] = "cut"
             return None
         return super().output(outs, msg, display_id, cell_index)

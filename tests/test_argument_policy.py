@@ -25,6 +25,8 @@ import pytest
 import course_lib
 from argument_policy import RECORD
 
+pytestmark = pytest.mark.layout
+
 TESTS = Path(__file__).resolve().parent
 # parameter names that hold a count or a radius wherever the library uses them
 COUNTS_AND_RADII = {"eps", "eps_max", "alpha", "sigma", "steps", "epochs", "n", "n0", "num_classes", "batch_size",

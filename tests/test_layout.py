@@ -15,6 +15,8 @@ import pytest
 
 import course_lib
 
+pytestmark = pytest.mark.layout
+
 LIB = Path(course_lib.__file__).resolve().parent
 MODULES = sorted(p for p in LIB.rglob("*.py"))
 

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
@@ -46,11 +46,17 @@ class Rule:
     """One table entry. ``interval(layer, mu, r)``: the centre and radius after the layer, in
     floating point (may overwrite ``mu`` and ``r`` when no gradient flows, see :func:`interval_step`);
     ``sound(layer, mu, r)``: the same, with the radius widened so that the real-arithmetic
-    image lies inside; ``kind``: ``"affine"``, ``"monotone"`` or ``"shape"``."""
+    image lies inside; ``kind``: ``"affine"``, ``"monotone"`` or ``"shape"``; ``linear``: the
+    CROWN rule (:mod:`course_lib.crown`, :func:`register_linear`), for an affine or shape layer
+    ``linear(layer, A, in_shape) -> (A W, A b)`` (coefficients (N, S, *out) pulled back to
+    (N, S, *in)), for an activation ``linear(layer, l, u) -> (a_lo, b_lo, a_hi, b_hi)``, lines
+    below and above it on ``[l, u]``; None: CROWN transposes an affine or shape layer by autograd
+    and refuses an activation."""
 
     kind: str
     interval: Step
     sound: Step
+    linear: Callable | None = None
 
 
 TABLE: dict[type, Rule] = {}
@@ -67,6 +73,14 @@ def register(layer_type: type, rule: Rule) -> type:
 def unregister(layer_type: type) -> Rule | None:
     """Remove ``layer_type``'s entry (e.g. a test's toy layer); returns it, or None."""
     return TABLE.pop(layer_type, None)
+
+
+def register_linear(layer_type: type, linear: Callable) -> type:
+    """Give ``layer_type``'s entry (already in the table) its CROWN rule (see :class:`Rule`)."""
+    if layer_type not in TABLE:
+        raise TypeError(f"register {layer_type!r} first (register_affine, register_monotone, register_shape)")
+    TABLE[layer_type] = replace(TABLE[layer_type], linear=linear)
+    return layer_type
 
 
 def supported() -> tuple[type, ...]:

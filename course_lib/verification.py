@@ -22,6 +22,10 @@ and the network is verified when ``p* > 0``. Three answers, from cheap and loose
 Each is a lower bound on ``p*`` and the next one's feasible set is inside the previous one's, so
 ``IBP <= LP <= exact = p*``, and ``p* <=`` the margin of every input of the box.
 
+:func:`ladder` climbs every rung on one input, timing each, with the linear-relaxation bounds
+of :mod:`course_lib.crown` between IBP and the LP: CROWN's lines are valid on the LP's triangle,
+so with the same pre-activation bounds ``CROWN <= LP`` (CROWN is not always above IBP).
+
 The LP and the MILP are float64 numpy; models are accepted as torch modules
 ``nn.Sequential(Linear, ReLU, Linear)`` (a leading ``Flatten`` is allowed). The interval bounds
 (IBP's answer, and the pre-activation bounds the LP and MILP start from) walk the layer table
@@ -35,6 +39,7 @@ from __future__ import annotations
 
 import copy
 import itertools
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -42,7 +47,8 @@ import torch
 from scipy.optimize import Bounds, LinearConstraint, linprog, milp
 from torch import nn
 
-from course_lib import _checks, layers
+from course_lib import _checks, crown, layers
+from course_lib.intervals import input_box
 from course_lib.layers import altered_forward
 
 
@@ -326,3 +332,77 @@ def enumerate_minimum(model, lower, upper, c) -> float:
         if res.status == 0:
             best = min(best, float(res.fun + (w_out * s) @ net.b1 + c @ net.b2))
     return best
+
+
+RUNGS = ("IBP", "CROWN-IBP", "CROWN", "LP", "exact")
+
+
+@dataclass(frozen=True)
+class Rung:
+    """One rung of :func:`ladder`: a lower bound on ``min c^T z`` and the seconds it took."""
+
+    name: str
+    bound: float
+    seconds: float
+
+
+def ladder(model: nn.Module, x: torch.Tensor, eps: float, c, *, rungs: tuple[str, ...] = RUNGS) -> list[Rung]:
+    """Every rung's lower bound on ``min c^T z(x')`` over the eps-ball around x clipped to [0, 1].
+
+    The rungs, cheapest and loosest first: ``"IBP"`` (the folded margin, :func:`ibp_lower_bound`),
+    ``"CROWN-IBP"`` and ``"CROWN"`` (:func:`course_lib.crown.crown_bounds`, in float64),
+    ``"LP"`` (:func:`lp_lower_bound`) and ``"exact"`` (:func:`exact_minimum`). With one hidden
+    layer all of them start from the same pre-activation bounds (IBP's are exact for the first
+    affine layer), so ``CROWN-IBP == CROWN <= LP <= exact`` and ``IBP (folded) <= LP``; IBP and
+    CROWN are not ordered.
+
+    Args:
+        model: ``nn.Sequential([Flatten,] Linear, ReLU, Linear)``.
+        x: one input, of the model's input shape, with or without a batch axis of 1; values in [0, 1].
+        eps: L-inf radius, a finite number >= 0.
+        c: the specification, one entry per logit (e.g. :func:`margin_vector`).
+        rungs: which rungs to climb, a subset of :data:`RUNGS` (the exact MILP can take seconds
+            to minutes on a wide layer with many unstable ReLUs).
+
+    Returns:
+        One :class:`Rung` per requested rung, in the order of :data:`RUNGS`.
+
+    Examples:
+        >>> net = OneHiddenLayer(np.array([[1.0, 1.0], [1.0, -1.0]]), np.zeros(2),
+        ...                      np.array([[1.0, -2.0], [-1.0, 1.0]]), np.array([1.5, 0.0]))
+        >>> model = nn.Sequential(nn.Linear(2, 2), nn.ReLU(), nn.Linear(2, 2)).double()
+        >>> with torch.no_grad():
+        ...     for layer, W, b in ((model[0], net.W1, net.b1), (model[2], net.W2, net.b2)):
+        ...         _ = layer.weight.copy_(torch.from_numpy(W)), layer.bias.copy_(torch.from_numpy(b))
+        >>> steps = ladder(model, torch.tensor([0.5, 0.5]), 0.5, margin_vector(2, 0, 1))
+        >>> [(r.name, round(r.bound, 3) + 0.0) for r in steps]  # the 2-2-2 network of lecture 4
+        [('IBP', -1.5), ('CROWN-IBP', 0.0), ('CROWN', 0.0), ('LP', 0.0), ('exact', 0.5)]
+    """
+    if not isinstance(rungs, (tuple, list)) or not rungs or any(r not in RUNGS for r in rungs):
+        raise ValueError(f"rungs must be a non-empty subset of {RUNGS}, got {rungs!r}")
+    net = as_one_hidden_layer(model)
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"x must be a torch.Tensor (one input), got {type(x).__name__}")
+    x64 = x.detach().double().cpu()
+    x64 = x64 if x64.shape[:1] == (1,) and x64.numel() != 1 else x64[None]
+    if not ((x64 >= 0) & (x64 <= 1)).all():
+        raise ValueError(f"x must lie in [0, 1] (an image), got values in [{x64.min():.3g}, {x64.max():.3g}]")
+    lo, hi = (t.flatten().numpy() for t in input_box(x64, eps))
+    net, lo, hi, c = _setup(net, lo, hi, c)
+    model64 = nn.Sequential(*_table_network(net))
+    flat = x64.flatten(1)
+    if flat.shape[1] != net.W1.shape[1]:
+        raise ValueError(f"x must have {net.W1.shape[1]} entries (the model's input), got {flat.shape[1]}")
+    spec = torch.from_numpy(c)[None, None]
+    solve = {"IBP": lambda: ibp_lower_bound(net, lo, hi, c, fold=True),
+             "CROWN-IBP": lambda: float(crown.crown_bounds(model64, flat, eps, C=spec, method="crown-ibp")[0]),
+             "CROWN": lambda: float(crown.crown_bounds(model64, flat, eps, C=spec, method="crown")[0]),
+             "LP": lambda: lp_lower_bound(net, lo, hi, c),
+             "exact": lambda: exact_minimum(net, lo, hi, c)[0]}
+    out = []
+    for name in (r for r in RUNGS if r in rungs):
+        start = time.perf_counter()
+        with torch.no_grad():
+            bound = solve[name]()
+        out.append(Rung(name, bound, time.perf_counter() - start))
+    return out

@@ -116,6 +116,64 @@ def test_bad_input():
     assert verification.as_one_hidden_layer(flat).W1.shape == (3, 4)
 
 
+@pytest.mark.parametrize("block", range(3))
+def test_the_ladder_climbs_in_order_and_crown_ibp_is_crown_on_one_hidden_layer(block):
+    """CROWN-IBP == CROWN <= LP <= exact and IBP (folded) <= LP, on random tiny networks and balls
+    (the LP and the MILP are independent solvers; CROWN is the backward pass of course_lib.crown)."""
+    crown_above_ibp = 0
+    for seed in range(30 * block, 30 * block + 30):
+        model, lo, hi, c = _tiny(2000 + seed)
+        x = torch.from_numpy((lo + hi) / 2).clamp(0, 1)
+        eps = [0.0, 0.05, 0.2, 0.5][seed % 4]
+        steps = verification.ladder(model, x, eps, c)
+        assert [r.name for r in steps] == list(verification.RUNGS)
+        b = {r.name: r.bound for r in steps}
+        assert all(r.seconds >= 0 for r in steps)
+        assert b["CROWN-IBP"] == pytest.approx(b["CROWN"], abs=1e-9), seed
+        assert b["CROWN"] <= b["LP"] + TOL <= b["exact"] + 2 * TOL, (seed, b)
+        assert b["IBP"] <= b["LP"] + TOL, (seed, b)
+        # the same numbers as each rung's own function on the clipped box
+        box_lo, box_hi = np.clip(x.numpy() - eps, 0, 1), np.clip(x.numpy() + eps, 0, 1)
+        assert b["exact"] == pytest.approx(verification.exact_minimum(model, box_lo, box_hi, c)[0], abs=1e-7)
+        assert b["IBP"] == pytest.approx(verification.ibp_lower_bound(model, box_lo, box_hi, c, fold=True))
+        crown_above_ibp += b["CROWN"] > b["IBP"] + 1e-9
+    assert crown_above_ibp > 0  # usually tighter, not always (tests/test_crown.py says when)
+
+
+def test_the_ladder_takes_batched_or_image_inputs_and_refuses_bad_ones():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(4, 5), nn.ReLU(), nn.Linear(5, 3))
+    x = torch.rand(1, 1, 2, 2)
+    c = verification.margin_vector(3, 0, 2)
+    one = [r.bound for r in verification.ladder(model, x, 0.1, c, rungs=("IBP", "CROWN", "LP"))]
+    assert one == [r.bound for r in verification.ladder(model, x[0], 0.1, c, rungs=("IBP", "CROWN", "LP"))]
+    assert len(one) == 3
+    with pytest.raises(ValueError, match="rungs"):
+        verification.ladder(model, x, 0.1, c, rungs=("SDP",))
+    with pytest.raises(ValueError, match="rungs"):
+        verification.ladder(model, x, 0.1, c, rungs=())
+    with pytest.raises(ValueError, match="eps"):
+        verification.ladder(model, x, -0.1, c)
+    with pytest.raises(ValueError, match=r"x must lie in \[0, 1\]"):
+        verification.ladder(model, x + 2, 0.1, c)
+    with pytest.raises(TypeError, match="x must"):
+        verification.ladder(model, x.numpy(), 0.1, c)
+    with pytest.raises(ValueError, match="c must"):
+        verification.ladder(model, x, 0.1, [1.0, -1.0])
+    with pytest.raises(TypeError, match="Linear, ReLU, Linear"):
+        verification.ladder(nn.Sequential(nn.Flatten(), nn.Linear(4, 3)), x, 0.1, c)
+
+
+def test_ladder_eps_follows_the_argument_policy():
+    from argument_policy import check_policy
+
+    torch.manual_seed(1)
+    model = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2)).double()
+    x, c = torch.rand(3, dtype=torch.float64), verification.margin_vector(2, 1, 0)
+    check_policy(lambda v: verification.ladder(model, x, v, c, rungs=("IBP", "CROWN")), "eps", 0.25,
+                 lambda a, b: all(abs(p.bound - q.bound) < 1e-6 for p, q in zip(a, b)))
+
+
 @pytest.mark.parametrize("name", ["num_classes", "y", "t"])
 def test_argument_policy(name):
     from argument_policy import check_policy

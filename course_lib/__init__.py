@@ -14,7 +14,8 @@ The library's public API, in the order of the lectures:
 * :mod:`course_lib.models`: small MLP and CNN builders, ``evaluating(model)``
 * :mod:`course_lib.optim`, :mod:`course_lib.objectives`: GD and SGD written from scratch (lecture 1)
 * :mod:`course_lib.train`: ``train(...)``, ``evaluate(...)``, with :mod:`course_lib.losses`: the
-  batch losses of standard, adversarial, noise-augmented and IBP training, and
+  batch losses of standard, adversarial and noise-augmented training (IBP and CROWN-IBP training's
+  are in :mod:`course_lib.certified_losses`), and
   :mod:`course_lib.evaluation`: ``accuracy(...)``, the one accuracy loop (also ``cl.train.accuracy``)
 * :mod:`course_lib.attacks`: FGSM and PGD (lectures 2 and 3); :mod:`course_lib.zoo`: trained models
 * :mod:`course_lib.ibp`: interval bound propagation and certification (lecture 4), on
@@ -22,7 +23,8 @@ The library's public API, in the order of the lectures:
   rule) and :mod:`course_lib.intervals` (the input box, one-layer interval helpers), with
   :mod:`course_lib.verification` (the LP relaxation and the exact MILP on a tiny network) and
   :mod:`course_lib.rounding` (outward rounding: certificates that hold in floating point);
-  :mod:`course_lib.crown`: linear-relaxation bounds (CROWN, CROWN-IBP), tighter than IBP
+  :mod:`course_lib.crown`: linear-relaxation bounds (CROWN, CROWN-IBP), tighter than IBP;
+  :mod:`course_lib.certified_losses`: the batch losses of IBP and CROWN-IBP training
 * :mod:`course_lib.smoothing`: randomized smoothing, ``Smooth`` and Clopper-Pearson (lecture 5);
   :mod:`course_lib.smoothing_2d`: the same on a toy classifier of the plane
 * :mod:`course_lib.svm`: a hinge-loss SVM (SMO); :mod:`course_lib.poisoning`: the poisoning
@@ -50,8 +52,9 @@ import importlib.abc
 import importlib.util
 import sys
 
-__all__ = ["attacks", "backdoor", "crown", "data", "device", "evaluation", "generator", "get_device", "grading", "ibp", "intervals",
-           "keyed_backdoor", "layers", "losses", "models", "objectives", "optim", "poisoning", "rounding",
+__all__ = ["attacks", "backdoor", "certified_losses", "crown", "data", "device", "evaluation", "generator",
+           "get_device", "grading", "ibp", "intervals", "keyed_backdoor", "layers", "losses", "models", "objectives",
+           "optim", "poisoning", "rounding",
            "seed_everything", "setup", "smoothing", "smoothing_2d", "svm", "train", "verification", "widgets", "zoo"]
 __version__ = "0.1.0"
 

@@ -3,9 +3,10 @@
 A batch loss has the signature ``batch_loss(model, x, y) -> (loss, logits)``: a scalar loss
 to minimize and the (N, K) logits used to count correct predictions. Standard training uses
 :func:`cross_entropy_loss`; adversarial training (lecture 3) :func:`adversarial_loss`,
-noise-augmented training for randomized smoothing (lecture 5) :func:`gaussian_noise_loss` and
-IBP training (lecture 4) :func:`ibp_loss`. Every name here is also reachable from
-:mod:`course_lib.train` (``cl.train.adversarial_loss``, ...).
+noise-augmented training for randomized smoothing (lecture 5) :func:`gaussian_noise_loss`.
+The certified-training losses (IBP and CROWN-IBP training, lecture 4) build on :class:`EpsRamp`
+and live in :mod:`course_lib.certified_losses`. Every name here and there is also reachable from
+:mod:`course_lib.train` (``cl.train.adversarial_loss``, ``cl.train.ibp_loss``, ...).
 
 Examples:
     >>> net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 3))
@@ -26,8 +27,8 @@ from torch import Tensor, nn
 from course_lib import _checks
 from course_lib.attacks import EpsAttack, pgd
 
-__all__ = ["AdversarialLoss", "BatchLoss", "EpsRamp", "GaussianNoiseLoss", "IBPLoss", "adversarial_loss",
-           "cross_entropy_loss", "fgsm_rs_attack", "gaussian_noise_loss", "ibp_loss", "pgd_attack"]
+__all__ = ["AdversarialLoss", "BatchLoss", "EpsRamp", "GaussianNoiseLoss", "adversarial_loss",
+           "cross_entropy_loss", "fgsm_rs_attack", "gaussian_noise_loss", "pgd_attack"]
 
 BatchLoss = Callable[[nn.Module, Tensor, Tensor], "tuple[Tensor, Tensor]"]
 """``batch_loss(model, x, y) -> (loss, logits)``: a scalar loss to minimize and the
@@ -45,7 +46,7 @@ def cross_entropy_loss(model: nn.Module, x: Tensor, y: Tensor) -> tuple[Tensor, 
 # ---------------------------------------------------------------------------
 
 class EpsRamp:
-    """A radius that grows linearly from 0 over the first training batches (adversarial and IBP training).
+    """A radius that grows linearly from 0 over the first training batches (adversarial and certified training).
 
     ``eps_t = eps * min(1, t / ramp_batches)`` at the t-th (0-based) training batch, so batch 0
     is clean and batches ``t >= ramp_batches`` use the full ``eps``. A batch counts as a training
@@ -316,83 +317,3 @@ def gaussian_noise_loss(sigma: float, *, generator: torch.Generator | None = Non
         (GaussianNoiseLoss(sigma=0.25), torch.Size([2, 3]))
     """
     return GaussianNoiseLoss(sigma, generator=generator)
-
-
-# ---------------------------------------------------------------------------
-# IBP training (lecture 4): minimize an upper bound on the worst-case loss
-# ---------------------------------------------------------------------------
-
-class IBPLoss(EpsRamp):
-    """The robust loss of IBP training (Gowal et al. 2018), with an epsilon ramp.
-
-    ``loss = gamma * CE(y, model(x)) + (1 - gamma) * CE(y, z_worst)`` where ``z_worst`` are the
-    worst-case logits of :func:`course_lib.ibp.worst_case_logits`: minus the IBP lower bounds
-    on the margins ``z_y - z_j`` over the clipped eps-box (0 for the true class). Since the
-    cross-entropy only grows when the true logit drops and the others rise, ``CE(y, z_worst)``
-    upper-bounds the cross-entropy at every input of the box, so driving it down trains a
-    network IBP can certify. ``gamma`` weighs the clean fit (Gowal et al.'s kappa, ending at 0.5).
-
-    Epsilon ramp as in :class:`AdversarialLoss`: ``eps_t = eps * min(1, t / ramp_batches)`` at
-    the t-th (0-based) training batch (gradients enabled); under ``torch.no_grad()`` (``evaluate``)
-    the full ``eps`` is used and the counter does not move. Without a ramp IBP training at a large
-    eps usually collapses: the bounds of a random network are huge.
-
-    Attributes:
-        eps, gamma, ramp_batches, fold_last: as given.
-        batches: training batches seen so far.
-        eps_history: the eps used at each training batch so far.
-    """
-
-    def __init__(self, eps: float, *, gamma: float = 0.5, ramp_batches: int = 0, fold_last: bool = True) -> None:
-        gamma = _checks.number(gamma, "gamma", ge=0, le=1)
-        super().__init__(eps, ramp_batches)
-        self.gamma, self.fold_last = gamma, _checks.flag(fold_last, "fold_last")
-
-    def __call__(self, model: nn.Module, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
-        """The robust loss of the batch.
-
-        Args:
-            model: an IBP-supported ``nn.Sequential`` mapping x (N, ...) to logits (N, K).
-            x: inputs (N, ...) in [0, 1].
-            y: int64 labels (N,).
-
-        Returns:
-            ``(loss, logits)``: the scalar robust loss and the clean (N, K) logits (accuracy is
-            counted on clean inputs).
-        """
-        from course_lib.ibp import worst_case_logits  # here: train.py is imported by every lecture
-
-        eps = self.current_eps()
-        logits = model(x)
-        worst = worst_case_logits(model, x, y, eps, fold_last=self.fold_last)
-        loss = self.gamma * F.cross_entropy(logits, y) + (1 - self.gamma) * F.cross_entropy(worst, y)
-        return loss, logits
-
-    def __repr__(self) -> str:
-        return (f"IBPLoss(eps={self.eps:g}, gamma={self.gamma:g}, ramp_batches={self.ramp_batches}, "
-                f"fold_last={self.fold_last})")
-
-
-def ibp_loss(eps: float, *, gamma: float = 0.5, ramp_batches: int = 0, fold_last: bool = True) -> IBPLoss:
-    """The batch loss of IBP training: ``train(model, loader, batch_loss=ibp_loss(0.1, ramp_batches=200))``.
-
-    Args:
-        eps: target L-inf radius, >= 0, in input units.
-        gamma: weight of the clean cross-entropy, in [0, 1]; ``1 - gamma`` weighs the worst case.
-        ramp_batches: grow eps linearly from 0 over this many training batches (0: none).
-        fold_last: fold the last Linear layer into the margins (tighter bounds).
-
-    Returns:
-        An :class:`IBPLoss`; it counts training batches, so use a fresh one per training run.
-
-    Raises:
-        ValueError: for eps < 0, gamma outside [0, 1], or ramp_batches not an integer >= 0.
-
-    Examples:
-        >>> net = nn.Sequential(nn.Flatten(), nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3))
-        >>> loss_fn = ibp_loss(0.1, ramp_batches=200)
-        >>> loss, logits = loss_fn(net, torch.rand(2, 1, 2, 2), torch.tensor([0, 2]))
-        >>> loss.shape, loss_fn.eps_history
-        (torch.Size([]), [0.0])
-    """
-    return IBPLoss(eps, gamma=gamma, ramp_batches=ramp_batches, fold_last=fold_last)

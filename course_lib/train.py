@@ -2,7 +2,7 @@
 
 ``train`` minimizes the mean of a *batch loss* over a data loader. The batch loss
 is where the lectures differ: standard training uses :func:`cross_entropy_loss`;
-adversarial, noise-augmented and IBP training plug in their own objective with
+adversarial, noise-augmented, IBP and CROWN-IBP training plug in their own objective with
 the same signature ``batch_loss(model, x, y) -> (loss, logits)``.
 
 Adversarial training (lecture 3) is a batch loss too: ``adversarial_loss(attack, eps)`` runs
@@ -14,7 +14,8 @@ objective; ``pgd_attack(steps)`` and ``fgsm_rs_attack()`` build the usual inner 
     loss = adversarial_loss(pgd_attack(7), eps=0.3, ramp_batches=64)   # PGD-AT (Madry et al.)
     history = train(model, loader, epochs=20, batch_loss=loss)
 
-The batch losses live in :mod:`course_lib.losses` and are re-exported here
+The batch losses live in :mod:`course_lib.losses`, those of certified training (IBP and CROWN-IBP,
+``ibp_loss``, ``crown_ibp_loss``) in :mod:`course_lib.certified_losses`; all are re-exported here
 (``cl.train.adversarial_loss`` is ``cl.losses.adversarial_loss``). :func:`accuracy` is the one
 accuracy loop of the library (clean, or under an attack); it lives in :mod:`course_lib.evaluation`,
 below the attacks, so that :mod:`course_lib.attacks` can use it too.
@@ -36,14 +37,17 @@ from course_lib import _checks
 from course_lib.data import batches
 from course_lib.device import model_device
 from course_lib.evaluation import accuracy, count_correct  # noqa: F401  (cl.train.accuracy)
+# the certified-training losses live in course_lib.certified_losses, re-exported here
+from course_lib.certified_losses import CROWNIBPLoss, IBPLoss, crown_ibp_loss, ibp_loss  # noqa: F401
 # the batch losses live in course_lib.losses; their old home re-exports them
-from course_lib.losses import (AdversarialLoss, BatchLoss, EpsRamp, GaussianNoiseLoss, IBPLoss,  # noqa: F401
+from course_lib.losses import (AdversarialLoss, BatchLoss, EpsRamp, GaussianNoiseLoss,  # noqa: F401
                                adversarial_loss, cross_entropy_loss, fgsm_rs_attack, gaussian_noise_loss,
-                               ibp_loss, pgd_attack)
+                               pgd_attack)
 from course_lib.models import evaluating
 
-__all__ = ["AdversarialLoss", "BatchLoss", "EpsRamp", "GaussianNoiseLoss", "IBPLoss", "accuracy", "adversarial_loss",
-           "cross_entropy_loss", "evaluate", "fgsm_rs_attack", "gaussian_noise_loss", "ibp_loss", "pgd_attack", "train"]
+__all__ = ["AdversarialLoss", "BatchLoss", "CROWNIBPLoss", "EpsRamp", "GaussianNoiseLoss", "IBPLoss", "accuracy",
+           "adversarial_loss", "cross_entropy_loss", "crown_ibp_loss", "evaluate", "fgsm_rs_attack",
+           "gaussian_noise_loss", "ibp_loss", "pgd_attack", "train"]
 
 
 def _check_batch(x: Tensor, y: Tensor) -> None:

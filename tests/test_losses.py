@@ -1,8 +1,9 @@
 """course_lib.losses: the batch losses, also reachable from course_lib.train (their old home).
 
-Their behaviour is tested where the lectures use them: tests/test_adversarial_training.py,
-tests/test_ibp_training.py and tests/test_smoothing.py; here, the names, the argument policy and
-the docstring examples.
+Their behaviour is tested where the lectures use them: tests/test_adversarial_training.py and
+tests/test_smoothing.py; here, the names, the argument policy and the docstring examples. The
+certified-training losses (IBP, CROWN-IBP) moved to course_lib.certified_losses:
+tests/test_certified_losses.py and tests/test_ibp_training.py.
 """
 
 import pytest
@@ -13,8 +14,8 @@ from course_lib import attacks, losses, train
 
 pytestmark = pytest.mark.train
 
-NAMES = ["AdversarialLoss", "BatchLoss", "EpsRamp", "GaussianNoiseLoss", "IBPLoss", "adversarial_loss",
-         "cross_entropy_loss", "fgsm_rs_attack", "gaussian_noise_loss", "ibp_loss", "pgd_attack"]
+NAMES = ["AdversarialLoss", "BatchLoss", "EpsRamp", "GaussianNoiseLoss", "adversarial_loss",
+         "cross_entropy_loss", "fgsm_rs_attack", "gaussian_noise_loss", "pgd_attack"]
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -51,10 +52,6 @@ def _policy_cases():
          "alpha_ratio", 1.25, close),
         (lambda v: losses.gaussian_noise_loss(v).sigma, "sigma", 0.25, same_float),
         (lambda v: losses.GaussianNoiseLoss(v).sigma, "sigma", 0.25, same_float),
-        (lambda v: losses.ibp_loss(v).eps, "eps", 0.1, same_float),
-        (lambda v: losses.ibp_loss(0.1, gamma=v).gamma, "gamma", 0.5, float.__eq__),
-        (lambda v: losses.ibp_loss(0.1, ramp_batches=v).ramp_batches, "ramp_batches", 4, int.__eq__),
-        (lambda v: losses.IBPLoss(v).eps, "eps", 0.1, same_float),
     ]
 
 
@@ -71,8 +68,6 @@ def test_flags_and_generators_are_checked():
         losses.pgd_attack(3, random_start=1)
     with pytest.raises(TypeError, match="generator"):
         losses.gaussian_noise_loss(0.25, generator=0)
-    with pytest.raises(ValueError, match="fold_last"):
-        losses.ibp_loss(0.1, fold_last="yes")
 
 
 def test_docstring_examples():

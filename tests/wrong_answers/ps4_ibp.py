@@ -6,7 +6,10 @@ The visible tests use non-negative weights, intervals on one side of 0, images i
 the grey range with small radii (the box [0, 1] never binds) and boxes of width 0 for the margins;
 the hidden tests use negative weights, intervals straddling 0, pixels at exactly 0 and 1, and
 boxes of positive width. Part C's test passes the reference interval functions, so a wrong
-Part A or B costs only its own points.
+Part A or B costs only its own points. Part F (CROWN) likewise: the visible tests work the lecture's
+2-2-2 network by hand (its one unstable unit has u = -l, so alpha = 0, and its final coefficients are
+positive) and check shapes and soundness; the hidden ones compare with course_lib.crown on units of
+every kind and on random networks, F2's and F3's tests with reference lines and a reference step.
 """
 
 WRONG_ANSWERS = {
@@ -52,5 +55,34 @@ def worst_case_margins(lower, upper, y):
 
 def certify(lower, upper, y):
     return worst_case_margins(lower, upper, y).min(1).values > 0
+'''),
+    "bug_lower_slope_always_zero": ("relu_lines", "test_relu_lines", '''\
+def relu_lines(lower, upper):
+    if (lower > upper).any():
+        raise ValueError("need lower <= upper elementwise")
+    on = (lower >= 0).to(lower.dtype)
+    unstable = (lower < 0) & (upper > 0)
+    width = torch.where(unstable, upper - lower, torch.ones_like(lower))
+    a_hi = torch.where(unstable, upper / width, on)
+    b_hi = torch.where(unstable, -a_hi * lower, torch.zeros_like(lower))
+    a_lo = on  # BUG: an unstable unit's lower slope is always 0, never the adaptive 1 when u > -l (sound, looser)
+    return a_lo, torch.zeros_like(lower), a_hi, b_hi
+'''),
+    "bug_step_intercepts_summed_over_rows": ("crown_step", "test_crown_step", '''\
+def crown_step(A, c0, lower, upper, lines=None):
+    lines = relu_lines if lines is None else lines
+    a_lo, b_lo, a_hi, b_hi = lines(lower, upper)
+    pos, neg = A.clamp(min=0), A.clamp(max=0)
+    # BUG: .sum() without dim adds every row's intercepts to each row: right for one row (S = 1) only
+    return pos * a_lo + neg * a_hi, c0 + (pos * b_lo + neg * b_hi).sum()
+'''),
+    "bug_crown_min_at_lower_corner": ("crown_lower_bound", "test_crown_lower_bound", '''\
+def crown_lower_bound(W1, b1, W2, b2, C, lower, upper, step=None):
+    step = crown_step if step is None else step
+    mu, r = (lower + upper) / 2, (upper - lower) / 2
+    z_mu, z_r = W1 @ mu + b1, W1.abs() @ r
+    A, c0 = step(C @ W2, C @ b2, z_mu - z_r, z_mu + z_r)
+    A, c0 = A @ W1, c0 + A @ b1
+    return A @ lower + c0  # BUG: the minimum taken at the lower corner, right only where A W1 >= 0
 '''),
 }

@@ -23,8 +23,10 @@ The library's public API, in the order of the lectures:
   rule) and :mod:`course_lib.intervals` (the input box, one-layer interval helpers), with
   :mod:`course_lib.verification` (the LP relaxation and the exact MILP on a tiny network) and
   :mod:`course_lib.rounding` (outward rounding: certificates that hold in floating point);
-  :mod:`course_lib.crown`: linear-relaxation bounds (CROWN, CROWN-IBP), tighter than IBP;
-  :mod:`course_lib.certified_losses`: the batch losses of IBP and CROWN-IBP training
+  :mod:`course_lib.crown`: linear-relaxation bounds (CROWN, CROWN-IBP, alpha-CROWN; ``sound=True``
+  by :mod:`course_lib.crown_sound`) and certification with them, on :mod:`course_lib.specification`
+  (the matrix C of ``C @ logits``: the margins, the identity); :mod:`course_lib.certified_losses`:
+  the batch losses of IBP and CROWN-IBP training
 * :mod:`course_lib.smoothing`: randomized smoothing, ``Smooth`` and Clopper-Pearson (lecture 5);
   :mod:`course_lib.smoothing_2d`: the same on a toy classifier of the plane
 * :mod:`course_lib.svm`: a hinge-loss SVM (SMO); :mod:`course_lib.poisoning`: the poisoning
@@ -52,9 +54,9 @@ import importlib.abc
 import importlib.util
 import sys
 
-__all__ = ["attacks", "backdoor", "certified_losses", "crown", "data", "device", "evaluation", "generator",
+__all__ = ["attacks", "backdoor", "certified_losses", "crown", "crown_sound", "data", "device", "evaluation", "generator",
            "get_device", "grading", "ibp", "intervals", "keyed_backdoor", "layers", "losses", "models", "objectives",
-           "optim", "poisoning", "rounding",
+           "optim", "poisoning", "rounding", "specification",
            "seed_everything", "setup", "smoothing", "smoothing_2d", "svm", "train", "verification", "widgets", "zoo"]
 __version__ = "0.1.0"
 

@@ -42,7 +42,7 @@ from torch import Tensor, nn
 from course_lib import _checks
 from course_lib.losses import EpsRamp
 
-__all__ = ["CROWNIBPLoss", "IBPLoss", "crown_ibp_loss", "crown_ibp_margins", "ibp_loss", "margin_spec"]
+__all__ = ["CROWNIBPLoss", "IBPLoss", "crown_ibp_loss", "crown_ibp_margins", "ibp_loss"]
 
 # ---------------------------------------------------------------------------
 # IBP training (lecture 4): minimize an upper bound on the worst-case loss
@@ -129,54 +129,16 @@ def ibp_loss(eps: float, *, gamma: float = 0.5, ramp_batches: int = 0, fold_last
 # CROWN-IBP training ("Beyond IBP"): a tighter bound on the margins, mixed with IBP's
 # ---------------------------------------------------------------------------
 
-def _other_classes(y: Tensor, num_classes: int) -> Tensor:
-    """(N, K-1) int64: the classes j != y of each example, in increasing order."""
-    classes = torch.arange(num_classes, device=y.device).expand(y.shape[0], num_classes)
-    return classes[classes != y[:, None]].view(y.shape[0], num_classes - 1)
-
-
-def margin_spec(y: Tensor, num_classes: int) -> Tensor:
-    """The margin specification: rows ``e_y - e_j`` for the classes ``j != y``, in increasing order.
-
-    ``C @ logits`` is the (N, K-1) margins ``z_y - z_j``; ``crown_bounds(model, x, eps, C=C)[0]``
-    bounds them from below over the eps-ball, so the last Linear layer is folded into the
-    specification (``C W``) instead of being bounded on its own. An example is certified when
-    every one of its margin lower bounds is > 0.
-
-    Args:
-        y: int64 labels (N,), in [0, num_classes).
-        num_classes: K, the number of logits, >= 2.
-
-    Returns:
-        C: float32 (N, K-1, K) on y's device (``crown_bounds`` moves it to x's dtype).
-
-    Raises:
-        ValueError: for num_classes < 2 or labels that are not int64 (N,) in [0, K).
-
-    Examples:
-        >>> margin_spec(torch.tensor([1]), 3).tolist()
-        [[[-1.0, 1.0, 0.0], [0.0, 1.0, -1.0]]]
-    """
-    num_classes = _checks.integer(num_classes, "num_classes", ge=2)
-    if not isinstance(y, Tensor) or y.dtype != torch.int64 or y.ndim != 1:
-        raise ValueError(f"y must be int64 labels of shape (N,), got "
-                         f"{(y.dtype, tuple(y.shape)) if isinstance(y, Tensor) else type(y).__name__}")
-    if y.numel() and (y.min() < 0 or y.max() >= num_classes):
-        low, high = (int(v) for v in torch.aminmax(y))
-        raise ValueError(f"y must hold classes in [0, {num_classes}), got labels from {low} to {high}")
-    eye = torch.eye(num_classes, device=y.device)
-    return eye[y][:, None, :] - eye[_other_classes(y, num_classes)]
-
-
 def _mixed_margins(model: nn.Module, x: Tensor, y: Tensor, eps: float | Tensor, beta: float,
                    num_classes: int) -> tuple[Tensor, Tensor]:
     """``(m, others)``: m (N, K-1) the mixed margin lower bounds on ``z_y - z_j`` for j in others (N, K-1).
     A term of weight 0 is not computed (beta = 0: no CROWN pass; beta = 1: no IBP pass)."""
     from course_lib.crown import crown_bounds  # here: train.py is imported by every lecture
+    from course_lib.specification import margin_spec, other_classes
     from course_lib.ibp import worst_case_margins
 
     spec = margin_spec(y, num_classes)
-    others = _other_classes(y, num_classes)
+    others = other_classes(y, num_classes)
     m_crown = m_ibp = None
     if beta > 0:  # one CROWN backward pass with the K-1 margin rows (and their negations)
         m_crown = crown_bounds(model, x, eps, C=spec, method="crown-ibp")[0]

@@ -1,4 +1,4 @@
-"""Linear relaxation bounds: CROWN and CROWN-IBP (certification beyond IBP, lecture 4).
+"""Linear relaxation bounds: CROWN, CROWN-IBP and alpha-CROWN (certification beyond IBP, lecture 4).
 
 IBP carries a box through the network; CROWN (Zhang et al. 2018, "Efficient neural network
 robustness certification with general activation functions") carries *linear functions* of the
@@ -27,13 +27,22 @@ output only). With the same pre-activation bounds CROWN never beats the LP (tria
 (each of its linear bounds is valid on the triangle) and the LP never beats the exact value
 (:mod:`course_lib.verification`); CROWN is usually, not always, tighter than IBP.
 
+Any lower slope ``alpha`` in [0, 1] gives a valid lower line, hence a valid bound: alpha-CROWN
+(``method="alpha-crown"``, Xu et al. 2021, "Fast and complete") optimizes the slopes of the
+unstable ReLUs, one per specification row and unit, by projected gradient ascent (Adam, from
+CROWN's adaptive choice) on the lower bound; here only the last pass's slopes are optimized,
+the pre-activation bounds are CROWN's, and each row keeps its best iterate: never looser than
+CROWN, never tighter than the LP with the same pre-activation bounds.
+
 The per-type rules are entries of the layer table (:mod:`course_lib.layers`, ``Rule.linear``,
 registered here): an affine or shape type registered there without one is pulled back by
 autograd (the transpose of its map), so only an activation needs a relaxation of its own; a
 type without any (Sigmoid, Tanh, anything unregistered) is an error naming the layer.
 
 Bounds hold up to floating-point rounding (as :func:`course_lib.ibp.ibp_bounds` without
-``sound``); they are differentiable, on x's device and dtype.
+``sound``), and for the network's exact real arithmetic with ``sound=True``
+(:mod:`course_lib.crown_sound`, where the argument is written out); they are differentiable,
+on x's device and dtype.
 """
 
 from __future__ import annotations
@@ -44,10 +53,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from course_lib import _checks, ibp, layers
-from course_lib.intervals import input_box
+from course_lib import _checks, crown_sound, ibp, layers, rounding
+from course_lib.data import batches
+from course_lib.device import model_device
+from course_lib.intervals import checked_eps, input_box
+from course_lib.specification import check_spec, identity_spec, margin_spec
 
-METHODS = ("crown", "crown-ibp")
+METHODS = ("crown", "crown-ibp", "alpha-crown")
 
 
 # ---------------------------------------------------------------------------
@@ -154,14 +166,18 @@ def _crown_rules(model: nn.Module) -> list[tuple[nn.Module, layers.Rule, object]
 # The backward pass and the bounds
 # ---------------------------------------------------------------------------
 
-def _backward(rules: list, k: int, A: Tensor, shapes: list, pre: dict, lo: Tensor, hi: Tensor) -> Tensor:
+def _backward(rules: list, k: int, A: Tensor, shapes: list, pre: dict, lo: Tensor, hi: Tensor,
+              alphas: dict | None = None) -> Tensor:
     """Lower bounds (N, S) on ``A . z_k`` (``z_k``: the output of the first k layers, ``A`` of shape
-    (N, S, *z_k)) over the input box ``[lo, hi]``; ``pre[i]``: bounds on layer i's input."""
+    (N, S, *z_k)) over the input box ``[lo, hi]``; ``pre[i]``: bounds on layer i's input;
+    ``alphas[i]`` (N, S, *shape) in [0, 1]: lower slopes of ReLU i's unstable units."""
     offset = torch.zeros(A.shape[:2], dtype=A.dtype, device=A.device)
     for i in reversed(range(k)):
         layer, rule, linear = rules[i]
         if rule.kind == "monotone":
             a_lo, b_lo, a_hi, b_hi = (t.unsqueeze(1) for t in linear(layer, *pre[i]))
+            if alphas is not None and i in alphas:
+                a_lo = torch.where(((pre[i][0] < 0) & (pre[i][1] > 0)).unsqueeze(1), alphas[i], a_lo)
             pos, neg = A.clamp(min=0), A.clamp(max=0)  # lower line where A >= 0, upper where A < 0
             offset = offset + (pos * b_lo + neg * b_hi).flatten(2).sum(-1)
             A = pos * a_lo + neg * a_hi
@@ -173,20 +189,75 @@ def _backward(rules: list, k: int, A: Tensor, shapes: list, pre: dict, lo: Tenso
     return torch.einsum("nsd,nd->ns", A, mu) - torch.einsum("nsd,nd->ns", A.abs(), r) + offset
 
 
-def _check_spec(C, n: int, k: int, like: Tensor) -> Tensor:
-    if C is None:
-        return torch.eye(k, dtype=like.dtype, device=like.device).expand(n, k, k)
-    if not isinstance(C, Tensor) or C.ndim != 3 or C.shape[0] != n or C.shape[2] != k or C.shape[1] == 0:
-        shown = tuple(C.shape) if isinstance(C, Tensor) else type(C).__name__
-        raise ValueError(f"C must be None or a tensor of shape (N, S, K) = ({n}, S, {k}) (N examples, "
-                         f"S >= 1 specifications, K logits), got {shown}")
-    if C.is_complex() or not torch.isfinite(C).all():
-        raise ValueError("C must hold finite real numbers")
-    return C.to(dtype=like.dtype, device=like.device)
+def _spec_rows(C, n: int, k: int, shapes: list, like: Tensor) -> Tensor:
+    """The rows ``[C; -C]`` (N, 2 S, *logits) in like's dtype: lower bounds on both give both bounds."""
+    spec = check_spec(C, n, k, like)
+    return torch.cat([spec, -spec], 1).view(n, 2 * spec.shape[1], *shapes[-1])
+
+
+def _one_plain_affine_map(first: list) -> bool:
+    """Whether these layers are one Linear or zero-padded Conv2d (and reshapes): an affine map that
+    uses each input once per output, so that its interval bounds over a box are exact."""
+    affine = [layer for layer, rule, _ in first if rule.kind != "shape"]
+    plain = all(isinstance(layer, nn.Linear) or (isinstance(layer, nn.Conv2d) and layer.padding_mode == "zeros")
+                for layer in affine)
+    return len(affine) <= 1 and plain and all(type(layer) in (nn.Flatten, nn.Identity) or layer in affine
+                                              for layer, _, _ in first)
+
+
+def _layer_bounds(rules: list, shapes: list, lo: Tensor, hi: Tensor, model: nn.Module, by_crown: bool) -> dict:
+    """Each activation's pre-activation bounds (N, *shape): CROWN itself, layer after layer, or IBP."""
+    activations = [i for i, (_, rule, _) in enumerate(rules) if rule.kind == "monotone"]
+    if not by_crown:
+        boxes = ibp.interval_layer_bounds(model, lo, hi)
+        return {i: boxes[i] for i in activations}
+    pre: dict[int, tuple[Tensor, Tensor]] = {}
+    if activations and _one_plain_affine_map(rules[:activations[0]]):  # its interval is exact, as
+        pre[activations[0]] = ibp.interval_layer_bounds(model, lo, hi)[activations[0]]  # CROWN's is
+    for i in activations[len(pre):]:  # from the first layer up
+        A = identity_spec(lo.shape[0], shapes[i], lo)
+        bounds = _backward(rules, i, A, shapes, pre, lo, hi)
+        m = A.shape[1] // 2
+        pre[i] = bounds[:, :m].view(-1, *shapes[i]), -bounds[:, m:].view(-1, *shapes[i])
+    return pre
+
+
+def _optimized_alphas(rules: list, A: Tensor, shapes: list, pre: dict, lo: Tensor, hi: Tensor,
+                      steps: int, lr: float) -> dict[int, Tensor]:
+    """alpha-CROWN's lower slopes ``alphas[i]`` (N, S, *shape), in [0, 1], of every ReLU for the
+    rows of A (N, S, *z_m): projected Adam ascent on the lower bounds from CROWN's adaptive choice,
+    the pre-activation bounds held fixed; each row keeps its best iterate, never below CROWN."""
+    n, S = A.shape[:2]
+    A, lo, hi = A.detach(), lo.detach(), hi.detach()
+    pre = {i: (l.detach(), u.detach()) for i, (l, u) in pre.items()}
+    alphas = {i: (u > -l).to(A.dtype).unsqueeze(1).expand(n, S, *shapes[i]).clone().requires_grad_(True)
+              for i, (l, u) in pre.items() if isinstance(rules[i][0], nn.ReLU)}
+    best = {i: a.detach().clone() for i, a in alphas.items()}
+    if not alphas:
+        return best
+    best_bound = torch.full((n, S), -math.inf, dtype=A.dtype, device=A.device)
+    optimizer = torch.optim.Adam(list(alphas.values()), lr=lr, maximize=True)
+    with torch.enable_grad():
+        for step in range(steps + 1):
+            bound = _backward(rules, len(rules), A, shapes, pre, lo, hi, alphas)
+            better = bound.detach() > best_bound
+            best_bound = torch.where(better, bound.detach(), best_bound)
+            for i, a in alphas.items():
+                best[i] = torch.where(better.view(n, S, *[1] * len(shapes[i])), a.detach(), best[i])
+            if step == steps:
+                break
+            optimizer.zero_grad()
+            bound.sum().backward(inputs=list(alphas.values()))  # no gradient reaches the model
+            optimizer.step()
+            with torch.no_grad():
+                for a in alphas.values():
+                    a.clamp_(0, 1)  # the projection: any slope in [0, 1] is a valid lower line
+    return best
 
 
 def crown_bounds(model: nn.Module, x: Tensor, eps: float | Tensor, *, C: Tensor | None = None,
-                 method: str = "crown") -> tuple[Tensor, Tensor]:
+                 method: str = "crown", sound: bool = False, alpha_steps: int = 20,
+                 alpha_lr: float = 0.1) -> tuple[Tensor, Tensor]:
     """Bounds on ``C @ logits`` over the L-inf ball of radius eps around x, clipped to [0, 1].
 
     See the module docstring for the algebra: each specification row's linear bound
@@ -201,16 +272,23 @@ def crown_bounds(model: nn.Module, x: Tensor, eps: float | Tensor, *, C: Tensor 
         eps: L-inf radius, a finite number >= 0 (or a tensor (N,) of per-example radii).
         C: the specification, (N, S, K); ``None`` bounds the logits themselves (S = K).
             ``C[n, s] = e_y - e_t`` bounds the margin of class y over t.
-        method: ``"crown"`` (pre-activation bounds by CROWN, tighter, ``depth`` backward passes)
-            or ``"crown-ibp"`` (by IBP, one backward pass).
+        method: ``"crown"`` (pre-activation bounds by CROWN, tighter, ``depth`` backward passes),
+            ``"crown-ibp"`` (by IBP, one backward pass) or ``"alpha-crown"`` (CROWN's
+            pre-activation bounds; the last pass's lower slopes optimized, module docstring).
+        sound: account for the rounding of every step (:mod:`course_lib.crown_sound`: in
+            float64, rounded outward to x's dtype), so that the bounds hold for the network's
+            exact real arithmetic; on CUDA without TF32 or cuDNN. Layers: Linear, Conv2d, ReLU,
+            Flatten, Identity.
+        alpha_steps: ``"alpha-crown"``'s Adam steps, an integer >= 0 (0: CROWN's bounds).
+        alpha_lr: their learning rate, a number > 0.
 
     Returns:
         ``(lower, upper)``, each (N, S): for every x' of the clipped ball,
-        ``lower <= C @ model(x') <= upper`` up to floating-point rounding; equal to
-        ``C @ model(x)`` at eps = 0 (up to rounding).
+        ``lower <= C @ model(x') <= upper`` up to floating-point rounding (exactly, for the real
+        network, with ``sound``); equal to ``C @ model(x)`` at eps = 0 (up to rounding).
 
     Raises:
-        TypeError: for a layer CROWN does not support, named with its index.
+        TypeError: for a layer CROWN (or sound CROWN) does not support, named with its index.
         ValueError: for eps < 0, nan or infinite, x outside [0, 1], C of the wrong shape, or an
             unknown method (each message names the argument).
 
@@ -227,9 +305,17 @@ def crown_bounds(model: nn.Module, x: Tensor, eps: float | Tensor, *, C: Tensor 
         >>> margin = crown_bounds(model, x, 0.0, C=torch.tensor([[[1.0]]]))[0]  # eps = 0: the forward pass
         >>> torch.allclose(margin, model(x))
         True
+        >>> sound_lower, sound_upper = crown_bounds(model, x, 0.5, sound=True)  # a hair wider
+        >>> bool(sound_lower <= lower and sound_upper >= upper), round(sound_upper.item(), 3)
+        (True, 2.5)
     """
     method = _checks.choice(method, "method", METHODS)
+    sound = _checks.flag(sound, "sound")
+    alpha_steps = _checks.integer(alpha_steps, "alpha_steps", ge=0)
+    alpha_lr = _checks.number(alpha_lr, "alpha_lr", gt=0)
     rules = _crown_rules(model)
+    if sound:
+        crown_sound.check_layers([layer for layer, _, _ in rules])
     lo, hi = input_box(x, eps)  # checks eps (a finite number >= 0) and x in [0, 1]
     shapes = [tuple(x.shape[1:])]
     with torch.no_grad():  # the shape of every layer's input, from one forward pass
@@ -238,20 +324,103 @@ def crown_bounds(model: nn.Module, x: Tensor, eps: float | Tensor, *, C: Tensor 
             z = layer(z)
             shapes.append(tuple(z.shape[1:]))
     n, k = x.shape[0], math.prod(shapes[-1])
-    spec = _check_spec(C, n, k, lo)
-    pre: dict[int, tuple[Tensor, Tensor]] = {}
-    activations = [i for i, (_, rule, _) in enumerate(rules) if rule.kind == "monotone"]
-    if method == "crown-ibp":
-        boxes = ibp.interval_layer_bounds(model, lo, hi)
-        pre = {i: boxes[i] for i in activations}
+    by_crown, dtype = method != "crown-ibp", x.dtype
+    if sound:  # in float64, where x and the weights are exact (crown_sound), rounded back outward
+        with rounding.exact_kernels(x.device):
+            rules = [(crown_sound.in_float64(layer), rule, linear) for layer, rule, linear in rules]
+            x = x.to(torch.float64)
+            A = _spec_rows(C, n, k, shapes, x)
+            box = rounding.box(x, checked_eps(x, eps, (0.0, 1.0)), (0.0, 1.0))  # around the real ball
+            pre, boxes = crown_sound.sound_layer_bounds(rules, box, shapes, by_crown=by_crown)
+            alphas = None if method != "alpha-crown" else _optimized_alphas(
+                rules, A, shapes, pre, *boxes[0], alpha_steps, alpha_lr)
+            bounds = crown_sound.round_to(crown_sound.sound_backward(
+                rules, len(rules), A, shapes, pre, boxes, alphas), dtype)
     else:
-        for i in activations:  # pre-activation bounds by CROWN itself, from the first layer up
-            m = math.prod(shapes[i])
-            eye = torch.eye(m, dtype=lo.dtype, device=lo.device)
-            A = torch.cat([eye, -eye]).view(1, 2 * m, *shapes[i]).expand(n, -1, *shapes[i])
-            bounds = _backward(rules, i, A, shapes, pre, lo, hi)
-            pre[i] = bounds[:, :m].view(n, *shapes[i]), -bounds[:, m:].view(n, *shapes[i])
-    S = spec.shape[1]
-    A = torch.cat([spec, -spec], 1).view(n, 2 * S, *shapes[-1])
-    bounds = _backward(rules, len(rules), A, shapes, pre, lo, hi)
+        A = _spec_rows(C, n, k, shapes, lo)
+        pre = _layer_bounds(rules, shapes, lo, hi, model, by_crown)
+        alphas = None
+        if method == "alpha-crown":
+            alphas = _optimized_alphas(rules, A, shapes, pre, lo, hi, alpha_steps, alpha_lr)
+        bounds = _backward(rules, len(rules), A, shapes, pre, lo, hi, alphas)
+    S = A.shape[1] // 2
     return bounds[:, :S], -bounds[:, S:]
+
+
+# ---------------------------------------------------------------------------
+# Certification: every margin's lower bound > 0
+# ---------------------------------------------------------------------------
+
+
+def certify(model: nn.Module, x: Tensor, y: Tensor, eps: float | Tensor, *, method: str = "crown",
+            sound: bool = False) -> Tensor:
+    """Whether CROWN certifies each example: every margin ``z_y - z_j`` has a lower bound > 0.
+
+    The margins are bounded with :func:`margin_spec` as ``C``, so the last layer is folded in.
+    With ``sound=True`` the certificate holds for the network's exact real arithmetic (as
+    :func:`course_lib.ibp.certify`'s default); without it, up to rounding (see the module
+    docstring). Not certified does not mean an attack exists: CROWN is a relaxation.
+
+    Args:
+        model, x, eps, method, sound: as in :func:`crown_bounds`.
+        y: int64 labels (N,).
+
+    Returns:
+        bool (N,) on x's device.
+
+    Examples:
+        >>> model = nn.Sequential(nn.Linear(2, 2))
+        >>> with torch.no_grad():
+        ...     _ = model[0].weight.copy_(torch.eye(2)), model[0].bias.zero_()
+        >>> certify(model, torch.tensor([[0.9, 0.1]]), torch.tensor([0]), 0.1).tolist()
+        [True]
+    """
+    if not isinstance(x, Tensor) or x.ndim < 2:
+        raise ValueError(f"x must be a batch of inputs (N, ...), got {getattr(x, 'shape', type(x).__name__)}")
+    if not isinstance(y, Tensor) or y.shape != x.shape[:1]:
+        raise ValueError(f"y must be a tensor of {x.shape[0]} labels (N,), got "
+                         f"{tuple(y.shape) if isinstance(y, Tensor) else type(y).__name__}")
+    with torch.no_grad():
+        k = model(x[:1]).shape[-1] if x.shape[0] else 2
+        lower, _ = crown_bounds(model, x, eps, C=margin_spec(y.to(x.device), k), method=method, sound=sound)
+        return lower.min(1).values > 0
+
+
+def certified_accuracy(model: nn.Module, data, eps: float, *, method: str = "crown", batch_size: int = 256,
+                       device: torch.device | str | None = None, sound: bool = False) -> float:
+    """Fraction of examples CROWN certifies at radius eps (a lower bound on the robust accuracy).
+
+    Args:
+        model: an ``nn.Sequential`` of Linear, Conv2d, ReLU and Flatten; train/eval mode does not matter.
+        data: a pair of tensors ``(x, y)`` (split into batches of ``batch_size``) or an iterable
+            of batches ``(x, y)`` (a DataLoader), x in [0, 1].
+        eps: L-inf radius >= 0.
+        method: ``"crown"``, ``"crown-ibp"`` or ``"alpha-crown"`` (:func:`crown_bounds`).
+        batch_size: batch size when ``data`` is a pair of tensors, an integer >= 1 (``"crown"``
+            holds ``2 m`` linear bounds per example for a layer of m units: lower it for wide CNNs).
+        device: where to compute; default the model's device.
+        sound: certificates that hold in exact arithmetic (:func:`certify`).
+
+    Returns:
+        Certified accuracy in [0, 1].
+
+    Raises:
+        ValueError: if ``data`` holds no examples, or for a bad eps, batch_size, method or batch.
+
+    Examples:
+        >>> model = nn.Sequential(nn.Flatten(), nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2))
+        >>> x, y = torch.rand(10, 1, 2, 2), torch.zeros(10, dtype=torch.int64)
+        >>> 0.0 <= certified_accuracy(model, (x, y), 0.01, batch_size=4) <= 1.0
+        True
+    """
+    batch_size = _checks.integer(batch_size, "batch_size", ge=1)
+    if device is None:
+        device = model_device(model)
+    certified = seen = 0
+    for x, y in batches(data, batch_size):
+        x, y = x.to(device), y.to(device)
+        certified += int(certify(model, x, y, eps, method=method, sound=sound).sum())
+        seen += y.shape[0]
+    if seen == 0:
+        raise ValueError("data holds no examples")
+    return certified / seen

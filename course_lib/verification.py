@@ -37,8 +37,11 @@ the MILP with a margin of that size is not a certificate.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import itertools
+import os
+import sys
 import time
 from dataclasses import dataclass
 
@@ -283,6 +286,21 @@ def lp_lower_bound(model, lower, upper, c) -> float:
     return float(res.fun + const)
 
 
+@contextlib.contextmanager
+def _solver_output_discarded():
+    """HiGHS' MIP solver can print a debugging line straight to file descriptor 1, past Python's
+    sys.stdout (it showed up in a lecture's output); send that descriptor to the null device while
+    it runs. Its answer and status come back through ``milp``'s result either way."""
+    sys.stdout.flush()
+    saved, null = os.dup(1), os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(null, 1)
+        yield
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved), os.close(null)
+
+
 def exact_minimum(model, lower, upper, c) -> tuple[float, np.ndarray]:
     """The exact ``min c^T z(x)`` over the box, by a mixed-integer program with big-M ReLUs.
 
@@ -300,9 +318,9 @@ def exact_minimum(model, lower, upper, c) -> tuple[float, np.ndarray]:
     cost, A, b_lo, b_hi, var_lo, var_hi, const = _program(net, lower, upper, c, integer=True)
     d, m = net.W1.shape[1], net.W1.shape[0]
     integrality = np.concatenate([np.zeros(d + 2 * m), np.ones(m)])
-    res = milp(cost, constraints=LinearConstraint(A, b_lo, b_hi), integrality=integrality,
-               bounds=Bounds(var_lo, var_hi),
-               options={"mip_rel_gap": 0.0})
+    with _solver_output_discarded():
+        res = milp(cost, constraints=LinearConstraint(A, b_lo, b_hi), integrality=integrality,
+                   bounds=Bounds(var_lo, var_hi), options={"mip_rel_gap": 0.0})
     if res.status != 0:
         raise RuntimeError(f"milp failed: {res.message}")
     x_star = np.clip(res.x[:d], lower, upper)

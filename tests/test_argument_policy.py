@@ -39,6 +39,8 @@ NOT_A_USER_NUMBER = {
     ("course_lib.svm.check_labels", "n"): "the number of rows of X, computed by the calling check",
     ("course_lib.layers.folded_bound", "C"): "the specification matrix (N, S, K), not a count",
     ("course_lib.crown.crown_bounds", "C"): "the specification matrix (N, S, K), not a count",
+    ("course_lib.specification.check_spec", "C"): "the specification matrix (N, S, K), not a count",
+    ("course_lib.specification.check_spec", "n"): "the batch size, computed by crown_bounds from x",
     ("course_lib.rounding.gamma", "n"): "a layer's fan-in, computed by the library from the weights",
     ("course_lib.rounding.box", "eps"): "a checked radius or a per-example tensor, from ibp.input_box",
 }

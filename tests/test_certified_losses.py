@@ -15,7 +15,7 @@ from torch import nn
 
 import course_lib as cl
 from course_lib import certified_losses as ct
-from course_lib import crown, ibp, train
+from course_lib import crown, ibp, specification, train
 
 pytestmark = pytest.mark.train
 
@@ -189,11 +189,11 @@ def test_training_a_tiny_mlp_reduces_the_robust_loss():
 
 def test_margin_spec():
     y = torch.tensor([2, 0, 1])
-    torch.testing.assert_close(ct.margin_spec(y, 4), _spec_by_hand(y, 4).float())
+    torch.testing.assert_close(specification.margin_spec(y, 4), _spec_by_hand(y, 4).float())
     for bad, name in [((torch.tensor([0, 3]), 3), "y"), ((torch.tensor([0.0]), 3), "y"),
                       ((torch.tensor([0]), 1), "num_classes"), ((torch.tensor([0]), 2.0), "num_classes")]:
         with pytest.raises(ValueError, match=name):
-            ct.margin_spec(*bad)
+            specification.margin_spec(*bad)
 
 
 @pytest.mark.parametrize("kwargs, name", [({"eps": -0.1}, "eps"), ({"eps": float("inf")}, "eps"),
@@ -242,7 +242,7 @@ def _policy_cases():
         (lambda v: ct.crown_ibp_loss(0.1, beta=(1.0, v)).beta, "beta", 0.25, tuple.__eq__),
         (lambda v: ct.CROWNIBPLoss(v).eps, "eps", 0.1, same_float),
         (lambda v: ct.crown_ibp_margins(model, x, y, v, beta=0.5), "eps", 0.1, close),
-        (lambda v: ct.margin_spec(y, v), "num_classes", 4, torch.equal),
+        (lambda v: specification.margin_spec(y, v), "num_classes", 4, torch.equal),
     ]
 
 

@@ -1,6 +1,8 @@
 """course_lib.verification: IBP <= LP <= exact on hundreds of random tiny ReLU networks, the exact
 minimum checked against activation-pattern enumeration and dense sampling of 1-2-D boxes."""
 
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -172,6 +174,17 @@ def test_ladder_eps_follows_the_argument_policy():
     x, c = torch.rand(3, dtype=torch.float64), verification.margin_vector(2, 1, 0)
     check_policy(lambda v: verification.ladder(model, x, v, c, rungs=("IBP", "CROWN")), "eps", 0.25,
                  lambda a, b: all(abs(p.bound - q.bound) < 1e-6 for p, q in zip(a, b)))
+
+
+def test_the_exact_solver_leaves_standard_output_working(capfd):
+    # HiGHS may print debugging lines straight to file descriptor 1; exact_minimum silences that
+    # descriptor while it solves and must hand it back intact
+    model, lo, hi, c = _tiny(7)
+    print("before", flush=True)
+    verification.exact_minimum(model, lo, hi, c)
+    print("after", flush=True)
+    os.write(1, b"raw\n")
+    assert capfd.readouterr().out == "before\nafter\nraw\n"
 
 
 @pytest.mark.parametrize("name", ["num_classes", "y", "t"])

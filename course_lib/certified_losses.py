@@ -140,8 +140,8 @@ def _mixed_margins(model: nn.Module, x: Tensor, y: Tensor, eps: float | Tensor, 
     spec = margin_spec(y, num_classes)
     others = other_classes(y, num_classes)
     m_crown = m_ibp = None
-    if beta > 0:  # one CROWN backward pass with the K-1 margin rows (and their negations)
-        m_crown = crown_bounds(model, x, eps, C=spec, method="crown-ibp")[0]
+    if beta > 0:  # one CROWN backward pass with the K-1 margin rows
+        m_crown = crown_bounds(model, x, eps, C=spec, method="crown-ibp", lower_only=True)[0]
     if beta < 1:  # IBP with the last layer folded into the margins, as CROWN-IBP's C folds it
         m_ibp = worst_case_margins(model, x, y, eps).gather(1, others)
     if m_ibp is None:

@@ -60,6 +60,7 @@ from course_lib.intervals import checked_eps, input_box
 from course_lib.specification import check_spec, identity_spec, margin_spec
 
 METHODS = ("crown", "crown-ibp", "alpha-crown")
+_ROW_BUDGET = 2**25  # numbers in one backward pass's coefficients when CROWN bounds a hidden layer
 
 
 # ---------------------------------------------------------------------------
@@ -178,9 +179,9 @@ def _backward(rules: list, k: int, A: Tensor, shapes: list, pre: dict, lo: Tenso
             a_lo, b_lo, a_hi, b_hi = (t.unsqueeze(1) for t in linear(layer, *pre[i]))
             if alphas is not None and i in alphas:
                 a_lo = torch.where(((pre[i][0] < 0) & (pre[i][1] > 0)).unsqueeze(1), alphas[i], a_lo)
-            pos, neg = A.clamp(min=0), A.clamp(max=0)  # lower line where A >= 0, upper where A < 0
-            offset = offset + (pos * b_lo + neg * b_hi).flatten(2).sum(-1)
-            A = pos * a_lo + neg * a_hi
+            neg = A.clamp(max=0)  # lower line where A >= 0, upper where A < 0:
+            offset = offset + _row_dot(A - neg, b_lo) + _row_dot(neg, b_hi)  # A+ b_lo + A- b_hi
+            A = A * a_lo + neg * (a_hi - a_lo)  # A+ a_lo + A- a_hi, one temporary fewer
         else:
             A, c = linear(layer, A, shapes[i])
             offset = offset + c
@@ -189,10 +190,17 @@ def _backward(rules: list, k: int, A: Tensor, shapes: list, pre: dict, lo: Tenso
     return torch.einsum("nsd,nd->ns", A, mu) - torch.einsum("nsd,nd->ns", A.abs(), r) + offset
 
 
-def _spec_rows(C, n: int, k: int, shapes: list, like: Tensor) -> Tensor:
-    """The rows ``[C; -C]`` (N, 2 S, *logits) in like's dtype: lower bounds on both give both bounds."""
+def _row_dot(A: Tensor, b: Tensor) -> Tensor:
+    """(N, S): each row of A (N, S, *shape) dotted with b (N, 1, *shape), without an (N, S, *shape) product."""
+    return torch.bmm(A.flatten(2), b.flatten(2).transpose(1, 2).to(A.dtype)).squeeze(-1)
+
+
+def _spec_rows(C, n: int, k: int, shapes: list, like: Tensor, both: bool = True) -> Tensor:
+    """The rows ``[C; -C]`` (N, 2 S, *logits) in like's dtype, lower bounds on both give both bounds;
+    ``C`` alone (N, S, *logits) without ``both``."""
     spec = check_spec(C, n, k, like)
-    return torch.cat([spec, -spec], 1).view(n, 2 * spec.shape[1], *shapes[-1])
+    rows = torch.cat([spec, -spec], 1) if both else spec
+    return rows.reshape(n, rows.shape[1], *shapes[-1])
 
 
 def _one_plain_affine_map(first: list) -> bool:
@@ -215,10 +223,14 @@ def _layer_bounds(rules: list, shapes: list, lo: Tensor, hi: Tensor, model: nn.M
     if activations and _one_plain_affine_map(rules[:activations[0]]):  # its interval is exact, as
         pre[activations[0]] = ibp.interval_layer_bounds(model, lo, hi)[activations[0]]  # CROWN's is
     for i in activations[len(pre):]:  # from the first layer up
-        A = identity_spec(lo.shape[0], shapes[i], lo)
-        bounds = _backward(rules, i, A, shapes, pre, lo, hi)
-        m = A.shape[1] // 2
-        pre[i] = bounds[:, :m].view(-1, *shapes[i]), -bounds[:, m:].view(-1, *shapes[i])
+        m, widest = math.prod(shapes[i]), max(math.prod(shape) for shape in shapes[:i + 1])
+        step = max(1, _ROW_BUDGET // (2 * lo.shape[0] * widest))  # units per backward pass
+        lows, highs = [], []
+        for start in range(0, m, step):  # the units in chunks: memory stays near _ROW_BUDGET numbers
+            A = identity_spec(lo.shape[0], shapes[i], lo, slice(start, start + step))
+            bounds = _backward(rules, i, A, shapes, pre, lo, hi)
+            lows.append(bounds[:, :A.shape[1] // 2]), highs.append(-bounds[:, A.shape[1] // 2:])
+        pre[i] = torch.cat(lows, 1).view(-1, *shapes[i]), torch.cat(highs, 1).view(-1, *shapes[i])
     return pre
 
 
@@ -257,7 +269,7 @@ def _optimized_alphas(rules: list, A: Tensor, shapes: list, pre: dict, lo: Tenso
 
 def crown_bounds(model: nn.Module, x: Tensor, eps: float | Tensor, *, C: Tensor | None = None,
                  method: str = "crown", sound: bool = False, alpha_steps: int = 20,
-                 alpha_lr: float = 0.1) -> tuple[Tensor, Tensor]:
+                 alpha_lr: float = 0.1, lower_only: bool = False) -> tuple[Tensor, Tensor | None]:
     """Bounds on ``C @ logits`` over the L-inf ball of radius eps around x, clipped to [0, 1].
 
     See the module docstring for the algebra: each specification row's linear bound
@@ -281,6 +293,8 @@ def crown_bounds(model: nn.Module, x: Tensor, eps: float | Tensor, *, C: Tensor 
             Flatten, Identity.
         alpha_steps: ``"alpha-crown"``'s Adam steps, an integer >= 0 (0: CROWN's bounds).
         alpha_lr: their learning rate, a number > 0.
+        lower_only: bound ``C @ logits`` from below only (half the backward pass's rows: what
+            certification and CROWN-IBP training need); ``upper`` is then ``None``.
 
     Returns:
         ``(lower, upper)``, each (N, S): for every x' of the clipped ball,
@@ -311,6 +325,7 @@ def crown_bounds(model: nn.Module, x: Tensor, eps: float | Tensor, *, C: Tensor 
     """
     method = _checks.choice(method, "method", METHODS)
     sound = _checks.flag(sound, "sound")
+    lower_only = _checks.flag(lower_only, "lower_only")
     alpha_steps = _checks.integer(alpha_steps, "alpha_steps", ge=0)
     alpha_lr = _checks.number(alpha_lr, "alpha_lr", gt=0)
     rules = _crown_rules(model)
@@ -329,7 +344,7 @@ def crown_bounds(model: nn.Module, x: Tensor, eps: float | Tensor, *, C: Tensor 
         with rounding.exact_kernels(x.device):
             rules = [(crown_sound.in_float64(layer), rule, linear) for layer, rule, linear in rules]
             x = x.to(torch.float64)
-            A = _spec_rows(C, n, k, shapes, x)
+            A = _spec_rows(C, n, k, shapes, x, both=not lower_only)
             box = rounding.box(x, checked_eps(x, eps, (0.0, 1.0)), (0.0, 1.0))  # around the real ball
             pre, boxes = crown_sound.sound_layer_bounds(rules, box, shapes, by_crown=by_crown)
             alphas = None if method != "alpha-crown" else _optimized_alphas(
@@ -337,12 +352,14 @@ def crown_bounds(model: nn.Module, x: Tensor, eps: float | Tensor, *, C: Tensor 
             bounds = crown_sound.round_to(crown_sound.sound_backward(
                 rules, len(rules), A, shapes, pre, boxes, alphas), dtype)
     else:
-        A = _spec_rows(C, n, k, shapes, lo)
+        A = _spec_rows(C, n, k, shapes, lo, both=not lower_only)
         pre = _layer_bounds(rules, shapes, lo, hi, model, by_crown)
         alphas = None
         if method == "alpha-crown":
             alphas = _optimized_alphas(rules, A, shapes, pre, lo, hi, alpha_steps, alpha_lr)
         bounds = _backward(rules, len(rules), A, shapes, pre, lo, hi, alphas)
+    if lower_only:
+        return bounds, None
     S = A.shape[1] // 2
     return bounds[:, :S], -bounds[:, S:]
 
@@ -382,7 +399,8 @@ def certify(model: nn.Module, x: Tensor, y: Tensor, eps: float | Tensor, *, meth
                          f"{tuple(y.shape) if isinstance(y, Tensor) else type(y).__name__}")
     with torch.no_grad():
         k = model(x[:1]).shape[-1] if x.shape[0] else 2
-        lower, _ = crown_bounds(model, x, eps, C=margin_spec(y.to(x.device), k), method=method, sound=sound)
+        lower, _ = crown_bounds(model, x, eps, C=margin_spec(y.to(x.device), k), method=method, sound=sound,
+                                lower_only=True)
         return lower.min(1).values > 0
 
 

@@ -39,11 +39,12 @@ def check_spec(C, n: int, k: int, like: Tensor) -> Tensor:
     return C.to(dtype=like.dtype, device=like.device)
 
 
-def identity_spec(batch: int, shape: tuple[int, ...], like: Tensor) -> Tensor:
-    """Rows ``[I; -I]`` on a layer of ``shape``: (batch, 2 m, *shape), ``m = prod(shape)``, like's dtype."""
+def identity_spec(batch: int, shape: tuple[int, ...], like: Tensor, units: slice = slice(None)) -> Tensor:
+    """Rows ``[I; -I]`` on a layer of ``shape``: (batch, 2 u, *shape) for the ``u`` units of the
+    slice ``units`` of the ``m = prod(shape)`` (all by default), in like's dtype and device."""
     m = math.prod(shape)
-    eye = torch.eye(m, dtype=like.dtype, device=like.device)
-    return torch.cat([eye, -eye]).view(1, 2 * m, *shape).expand(batch, -1, *shape)
+    eye = torch.eye(m, dtype=like.dtype, device=like.device)[units]
+    return torch.cat([eye, -eye]).view(1, 2 * eye.shape[0], *shape).expand(batch, -1, *shape)
 
 
 def other_classes(y: Tensor, num_classes: int) -> Tensor:

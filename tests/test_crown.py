@@ -651,6 +651,23 @@ def test_certified_accuracy_counts_certify_over_batches_and_is_below_pgd():
         crown.certified_accuracy(model, (x, y), 0.1, method="lp")
 
 
+@pytest.mark.parametrize("seed", range(6))
+def test_lower_only_is_the_lower_half_and_chunked_layer_bounds_are_the_same(seed, monkeypatch):
+    model, x, _, eps, g = _relu_case(seed)
+    C = torch.randn(x.shape[0], 2, model[-1].out_features, generator=g, dtype=x.dtype)
+    for method in METHODS:
+        for sound in (False, True):
+            lower, _ = crown_bounds(model, x, eps, C=C, method=method, sound=sound)
+            alone, none = crown_bounds(model, x, eps, C=C, method=method, sound=sound, lower_only=True)
+            assert none is None
+            torch.testing.assert_close(alone, lower, rtol=1e-12, atol=1e-12)
+    whole = crown_bounds(model, x, eps, C=C)
+    monkeypatch.setattr(crown, "_ROW_BUDGET", 1)  # one unit per backward pass
+    chunked = crown_bounds(model, x, eps, C=C)
+    for a, b in zip(whole, chunked):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+
+
 def test_margin_spec_rows_give_the_margins():
     y = torch.tensor([2, 0, 1])
     z = torch.randn(3, 4, generator=torch.Generator().manual_seed(0))

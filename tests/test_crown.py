@@ -668,6 +668,45 @@ def test_lower_only_is_the_lower_half_and_chunked_layer_bounds_are_the_same(seed
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
 
 
+def _leaky_lines(layer: nn.LeakyReLU, lower, upper):
+    """LeakyReLU (slope a in [0, 1] below 0) between two lines on [l, u]: the chord above (it is
+    convex), and below the line through 0 of slope a or 1, whichever side is wider (as ReLU's)."""
+    a = layer.negative_slope
+    f = lambda z: torch.where(z >= 0, z, a * z)  # noqa: E731
+    unstable = (lower < 0) & (upper > 0)
+    width = torch.where(unstable, upper - lower, torch.ones_like(lower))
+    chord = torch.where(unstable, (f(upper) - f(lower)) / width, torch.where(lower >= 0, 1.0, a))
+    a_hi, b_hi = chord, torch.where(unstable, f(lower) - chord * lower, torch.zeros_like(lower))
+    a_lo = torch.where(unstable, torch.where(upper > -lower, 1.0, a), chord)
+    return a_lo, torch.zeros_like(lower), a_hi, b_hi
+
+
+def test_an_activation_registered_with_its_lines_is_bounded_by_crown():
+    """README's recipe: an activation needs register_monotone (IBP) and register_linear (CROWN)."""
+    model = nn.Sequential(nn.Linear(3, 6), nn.LeakyReLU(0.2), nn.Linear(6, 5), nn.LeakyReLU(0.2), nn.Linear(5, 2))
+    model = model.double()
+    x = torch.rand(4, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    with pytest.raises(TypeError, match="LeakyReLU"):
+        crown_bounds(model, x, 0.1)  # not in the table
+    layers.register_monotone(nn.LeakyReLU)
+    try:
+        with pytest.raises(TypeError, match="register_linear"):
+            crown_bounds(model, x, 0.1)  # in the table for IBP, without CROWN's lines
+        layers.register_linear(nn.LeakyReLU, _leaky_lines)
+        g = torch.Generator().manual_seed(1)
+        for eps in (0.0, 0.05, 0.3):
+            points = box_samples(x, eps, g, 2000)
+            with torch.no_grad():
+                z = model(points.flatten(0, 1)).view(points.shape[0], x.shape[0], 2)
+            for method in METHODS:
+                lower, upper = crown_bounds(model, x, eps, method=method)
+                assert (z >= lower - 1e-9).all() and (z <= upper + 1e-9).all(), (eps, method)
+            ibp_lo, ibp_hi = ibp.ibp_bounds(model, x, eps)
+            assert (lower >= ibp_lo - 1e-9).float().mean() > 0.5  # mostly tighter than IBP's box
+    finally:
+        layers.unregister(nn.LeakyReLU)
+
+
 def test_margin_spec_rows_give_the_margins():
     y = torch.tensor([2, 0, 1])
     z = torch.randn(3, 4, generator=torch.Generator().manual_seed(0))

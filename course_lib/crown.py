@@ -54,8 +54,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from course_lib import _checks, crown_sound, ibp, layers, rounding
-from course_lib.data import batches
-from course_lib.device import model_device
+from course_lib.evaluation import fraction_certified
 from course_lib.intervals import checked_eps, input_box
 from course_lib.specification import check_spec, identity_spec, margin_spec
 
@@ -386,11 +385,14 @@ def certify(model: nn.Module, x: Tensor, y: Tensor, eps: float | Tensor, *, meth
         bool (N,) on x's device.
 
     Examples:
-        >>> model = nn.Sequential(nn.Linear(2, 2))
+        >>> model = nn.Sequential(nn.Linear(2, 2), nn.ReLU(), nn.Linear(2, 2))  # lecture 4's 2-2-2 network
         >>> with torch.no_grad():
-        ...     _ = model[0].weight.copy_(torch.eye(2)), model[0].bias.zero_()
-        >>> certify(model, torch.tensor([[0.9, 0.1]]), torch.tensor([0]), 0.1).tolist()
-        [True]
+        ...     _ = model[0].weight.copy_(torch.tensor([[1.0, 1.0], [1.0, -1.0]])), model[0].bias.zero_()
+        ...     _ = model[2].weight.copy_(torch.tensor([[1.0, -2.0], [-1.0, 1.0]]))
+        ...     _ = model[2].bias.copy_(torch.tensor([1.5, 0.0]))
+        >>> x, y = torch.tensor([[0.5, 0.5]]), torch.tensor([0])
+        >>> certify(model, x, y, 0.4).tolist(), ibp.certify(model, x, y, 0.4).tolist()  # margin >= 0.7 vs -0.5
+        ([True], [False])
     """
     if not isinstance(x, Tensor) or x.ndim < 2:
         raise ValueError(f"x must be a batch of inputs (N, ...), got {getattr(x, 'shape', type(x).__name__)}")
@@ -426,19 +428,12 @@ def certified_accuracy(model: nn.Module, data, eps: float, *, method: str = "cro
         ValueError: if ``data`` holds no examples, or for a bad eps, batch_size, method or batch.
 
     Examples:
+        >>> _ = torch.manual_seed(0)
         >>> model = nn.Sequential(nn.Flatten(), nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2))
-        >>> x, y = torch.rand(10, 1, 2, 2), torch.zeros(10, dtype=torch.int64)
-        >>> 0.0 <= certified_accuracy(model, (x, y), 0.01, batch_size=4) <= 1.0
-        True
+        >>> x = torch.rand(10, 1, 2, 2)
+        >>> y = model(x).argmax(1)  # the model's own labels: certified at eps = 0, up to ties
+        >>> certified_accuracy(model, (x, y), 0.0, batch_size=4), certified_accuracy(model, (x, 1 - y), 0.0)
+        (1.0, 0.0)
     """
-    batch_size = _checks.integer(batch_size, "batch_size", ge=1)
-    if device is None:
-        device = model_device(model)
-    certified = seen = 0
-    for x, y in batches(data, batch_size):
-        x, y = x.to(device), y.to(device)
-        certified += int(certify(model, x, y, eps, method=method, sound=sound).sum())
-        seen += y.shape[0]
-    if seen == 0:
-        raise ValueError("data holds no examples")
-    return certified / seen
+    return fraction_certified(lambda x, y: certify(model, x, y, eps, method=method, sound=sound), data, model=model,
+                              batch_size=batch_size, device=device)

@@ -1,4 +1,5 @@
-"""Accuracy: the one loop that counts correct predictions, clean or under an attack.
+"""Accuracy: the one loop that counts correct predictions, clean or under an attack (and the one
+that counts certificates, :func:`fraction_certified`, for IBP's and CROWN's certified accuracy).
 
 Every accuracy of the library comes from :func:`accuracy`: :func:`course_lib.train.evaluate`
 (which re-exports it as ``cl.train.accuracy``), :func:`course_lib.attacks.accuracy_under_attack`,
@@ -14,11 +15,12 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
+from course_lib import _checks
 from course_lib.data import batches
 from course_lib.device import model_device
 from course_lib.models import evaluating
 
-__all__ = ["accuracy", "count_correct"]
+__all__ = ["accuracy", "count_correct", "fraction_certified"]
 
 
 def count_correct(logits: Tensor, y: Tensor) -> int:
@@ -71,3 +73,33 @@ def accuracy(model: nn.Module, data, *, attack: Callable[[nn.Module, Tensor, Ten
     if seen == 0:
         raise ValueError("data holds no examples")
     return correct / seen
+
+
+def fraction_certified(certify: Callable[[Tensor, Tensor], Tensor], data, *, model: nn.Module, batch_size: int,
+                       device: torch.device | str | None = None) -> float:
+    """Fraction of examples ``certify(x, y)`` (a bool (N,) per batch) says yes to.
+
+    The loop behind :func:`course_lib.ibp.certified_accuracy` and
+    :func:`course_lib.crown.certified_accuracy`; ``data`` as in :func:`accuracy`, a pair of
+    tensors cut into batches of ``batch_size`` (an integer >= 1); batches go to ``device``,
+    by default the model's.
+
+    Raises:
+        ValueError: if ``data`` holds no examples, or for a bad batch_size.
+
+    Examples:
+        >>> x, y = torch.rand(6, 2), torch.tensor([0, 1, 0, 1, 0, 1])
+        >>> fraction_certified(lambda x, y: y == 0, (x, y), model=nn.Linear(2, 2), batch_size=4)
+        0.5
+    """
+    batch_size = _checks.integer(batch_size, "batch_size", ge=1)
+    if device is None:
+        device = model_device(model)
+    certified = seen = 0
+    for x, y in batches(data, batch_size):
+        x, y = x.to(device), y.to(device)
+        certified += int(certify(x, y).sum())
+        seen += y.shape[0]
+    if seen == 0:
+        raise ValueError("data holds no examples")
+    return certified / seen

@@ -55,8 +55,7 @@ import torch
 from torch import Tensor, nn
 
 from course_lib import _checks, layers, rounding
-from course_lib.data import batches
-from course_lib.device import model_device
+from course_lib.evaluation import fraction_certified
 from course_lib.intervals import as_tensor, box_centre_radius, centre_radius, check_interval, checked_eps
 from course_lib.intervals import (input_box, interval_conv2d, interval_monotone,  # noqa: F401  (public here
                                   interval_sigmoid, interval_tanh)  # since lecture 4)
@@ -400,17 +399,8 @@ def certified_accuracy(model: nn.Module, data, eps: float, *, batch_size: int = 
         >>> 0.0 <= certified_accuracy(model, (x, y), 0.01, batch_size=4) <= 1.0
         True
     """
-    batch_size = _checks.integer(batch_size, "batch_size", ge=1)
-    if device is None:
-        device = model_device(model)
-    certified = seen = 0
-    for x, y in batches(data, batch_size):
-        x, y = x.to(device), y.to(device)
-        certified += int(certify(model, x, y, eps, fold_last=fold_last, sound=sound).sum())
-        seen += y.shape[0]
-    if seen == 0:
-        raise ValueError("data holds no examples")
-    return certified / seen
+    return fraction_certified(lambda x, y: certify(model, x, y, eps, fold_last=fold_last, sound=sound), data, model=model,
+                              batch_size=batch_size, device=device)
 
 
 # ===========================================================================

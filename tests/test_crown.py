@@ -156,22 +156,28 @@ def _small_mlp(seed: int, d: int = 3, m: int = 6, k: int = 3):
     return nn.Sequential(nn.Linear(d, m), nn.ReLU(), nn.Linear(m, k)).double()
 
 
-@pytest.mark.parametrize("seed", range(16))
-def test_crown_is_below_the_lp_which_is_below_the_exact_minimum(seed):
+def _margin_cases(seed):
+    """A small one-hidden-layer MLP, one input, a radius, and each margin's (c, C, lo, hi): the
+    specification as a vector for verification and as (1, 1, 3) for crown_bounds, the clipped box."""
     model = _small_mlp(seed)
     g = torch.Generator().manual_seed(seed)
     x = torch.rand(1, 3, generator=g, dtype=torch.float64)
     eps = [0.05, 0.2, 0.5, 1.0][seed % 4]
-    lo, hi = (x - eps).clamp(0, 1), (x + eps).clamp(0, 1)
-    for y, t in [(0, 1), (1, 2), (2, 0)]:
-        c = verification.margin_vector(3, y, t)
-        C = torch.from_numpy(c).view(1, 1, 3)
+    lo, hi = ((x - eps).clamp(0, 1)[0].numpy(), (x + eps).clamp(0, 1)[0].numpy())
+    margins = [verification.margin_vector(3, y, t) for y, t in [(0, 1), (1, 2), (2, 0)]]
+    return model, x, eps, [(c, torch.from_numpy(c).view(1, 1, 3), lo, hi) for c in margins]
+
+
+@pytest.mark.parametrize("seed", range(16))
+def test_crown_is_below_the_lp_which_is_below_the_exact_minimum(seed):
+    model, x, eps, cases = _margin_cases(seed)
+    for c, C, lo, hi in cases:
         # one hidden layer: CROWN's pre-activation bounds are the first layer's exact box, IBP's
         bound, upper = (b.item() for b in crown_bounds(model, x, eps, C=C))
         assert bound == pytest.approx(crown_bounds(model, x, eps, C=C, method="crown-ibp")[0].item(), abs=1e-12)
-        lp = verification.lp_lower_bound(model, lo[0].numpy(), hi[0].numpy(), c)
-        exact, _ = verification.exact_minimum(model, lo[0].numpy(), hi[0].numpy(), c)
-        top, _ = verification.exact_minimum(model, lo[0].numpy(), hi[0].numpy(), -c)
+        lp = verification.lp_lower_bound(model, lo, hi, c)
+        exact, _ = verification.exact_minimum(model, lo, hi, c)
+        top, _ = verification.exact_minimum(model, lo, hi, -c)
         assert bound <= lp + 1e-7 <= exact + 2e-7, (bound, lp, exact)
         assert upper >= -top - 1e-7  # mirrored: the upper bound is above the exact maximum
 
@@ -531,18 +537,12 @@ def test_sound_relu_lines_hold_in_exact_arithmetic():
 
 @pytest.mark.parametrize("seed", range(16))
 def test_alpha_crown_lies_between_crown_and_the_lp(seed):
-    model = _small_mlp(seed)
-    g = torch.Generator().manual_seed(seed)
-    x = torch.rand(1, 3, generator=g, dtype=torch.float64)
-    eps = [0.05, 0.2, 0.5, 1.0][seed % 4]
-    lo, hi = (x - eps).clamp(0, 1), (x + eps).clamp(0, 1)
-    for y, t in [(0, 1), (1, 2), (2, 0)]:
-        c = verification.margin_vector(3, y, t)
-        C = torch.from_numpy(c).view(1, 1, 3)
+    model, x, eps, cases = _margin_cases(seed)
+    for c, C, lo, hi in cases:
         bound, upper = crown_bounds(model, x, eps, C=C)
         alpha, alpha_upper = crown_bounds(model, x, eps, C=C, method="alpha-crown")
-        lp = verification.lp_lower_bound(model, lo[0].numpy(), hi[0].numpy(), c)
-        top = -verification.lp_lower_bound(model, lo[0].numpy(), hi[0].numpy(), -c)
+        lp = verification.lp_lower_bound(model, lo, hi, c)
+        top = -verification.lp_lower_bound(model, lo, hi, -c)
         assert bound.item() <= alpha.item() <= lp + 1e-7, (bound.item(), alpha.item(), lp)
         assert upper.item() >= alpha_upper.item() >= top - 1e-7
 
@@ -671,18 +671,19 @@ def test_lower_only_is_the_lower_half_and_chunked_layer_bounds_are_the_same(seed
 def _leaky_lines(layer: nn.LeakyReLU, lower, upper):
     """LeakyReLU (slope a in [0, 1] below 0) between two lines on [l, u]: the chord above (it is
     convex), and below the line through 0 of slope a or 1, whichever side is wider (as ReLU's)."""
-    a = layer.negative_slope
+    a, one = torch.full_like(lower, layer.negative_slope), torch.ones_like(lower)  # lower's dtype
     f = lambda z: torch.where(z >= 0, z, a * z)  # noqa: E731
     unstable = (lower < 0) & (upper > 0)
-    width = torch.where(unstable, upper - lower, torch.ones_like(lower))
-    chord = torch.where(unstable, (f(upper) - f(lower)) / width, torch.where(lower >= 0, 1.0, a))
+    width = torch.where(unstable, upper - lower, one)
+    chord = torch.where(unstable, (f(upper) - f(lower)) / width, torch.where(lower >= 0, one, a))
     a_hi, b_hi = chord, torch.where(unstable, f(lower) - chord * lower, torch.zeros_like(lower))
-    a_lo = torch.where(unstable, torch.where(upper > -lower, 1.0, a), chord)
+    a_lo = torch.where(unstable, torch.where(upper > -lower, one, a), chord)
     return a_lo, torch.zeros_like(lower), a_hi, b_hi
 
 
 def test_an_activation_registered_with_its_lines_is_bounded_by_crown():
     """README's recipe: an activation needs register_monotone (IBP) and register_linear (CROWN)."""
+    torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(3, 6), nn.LeakyReLU(0.2), nn.Linear(6, 5), nn.LeakyReLU(0.2), nn.Linear(5, 2))
     model = model.double()
     x = torch.rand(4, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(0))

@@ -33,6 +33,8 @@ from course_lib import _checks
 from course_lib.evaluation import accuracy
 
 NORMS = ("linf", "l2")
+LOSSES = ("ce", "margin")
+"""The attack losses: ``"ce"``, the cross-entropy; ``"margin"``, ``max_{j != y} z_j - z_y`` on the logits z."""
 
 Attack = Callable[[nn.Module, Tensor, Tensor], Tensor]
 """``attack(model, x, y) -> x_adv``, e.g. ``functools.partial(pgd, eps=0.1, alpha=0.01, steps=20)``."""
@@ -55,12 +57,25 @@ def _check_inputs(x: Tensor, y: Tensor) -> None:
         raise ValueError(f"x must lie in [0, 1] (got values in [{lo:.3g}, {hi:.3g}]); undo normalization first")
 
 
-def _input_gradient(model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
-    """Gradient of the summed cross-entropy with respect to x only (no parameter .grad is touched)."""
+def _loss(logits: Tensor, y: Tensor, kind: str) -> Tensor:
+    """The attack loss, summed over the batch (a scalar), so each example's gradient is unscaled by N.
+
+    ``"ce"``: the cross-entropy. ``"margin"``: ``max_{j != y} z_j - z_y`` per example (Carlini and
+    Wagner 2017), > 0 exactly when the example is misclassified; unlike the cross-entropy, its
+    gradient does not vanish when the softmax saturates. logits: (N, K), K >= 2; y: (N,) int64.
+    """
+    if kind == "ce":
+        return F.cross_entropy(logits, y, reduction="sum")
+    true = logits.gather(1, y[:, None]).squeeze(1)
+    best_other = logits.scatter(1, y[:, None], float("-inf")).amax(1)
+    return (best_other - true).sum()
+
+
+def _input_gradient(model: nn.Module, x: Tensor, y: Tensor, loss: str = "ce") -> Tensor:
+    """Gradient of the summed attack loss (:func:`_loss`) with respect to x only (no parameter .grad is touched)."""
     with torch.enable_grad():  # attacks also run inside torch.no_grad() evaluation loops
         x = x.detach().requires_grad_(True)
-        loss = F.cross_entropy(model(x), y, reduction="sum")  # sum: per-example gradients unscaled by N
-        (grad,) = torch.autograd.grad(loss, x)
+        (grad,) = torch.autograd.grad(_loss(model(x), y, loss), x)
     return grad
 
 
@@ -108,7 +123,8 @@ def _random_start(x: Tensor, eps: float, norm: str, generator: torch.Generator |
     return (direction * radius.view(-1, *([1] * (x.ndim - 1)))).to(x.device)
 
 
-def fgsm(model: nn.Module, x: Tensor, y: Tensor, eps: float, *, targeted: bool = False) -> Tensor:
+def fgsm(model: nn.Module, x: Tensor, y: Tensor, eps: float, *, targeted: bool = False,
+         loss: str = "ce") -> Tensor:
     """Fast gradient sign method (Goodfellow et al. 2015): one signed-gradient step.
 
     The exact L-inf attack on a linear model: the loss sees x only through ``w^T x`` and
@@ -121,13 +137,16 @@ def fgsm(model: nn.Module, x: Tensor, y: Tensor, eps: float, *, targeted: bool =
         y: int64 labels (N,); the *target* labels if ``targeted``.
         eps: L-inf radius >= 0, in input units.
         targeted: descend the loss toward ``y`` instead of ascending it.
+        loss: ``"ce"`` (cross-entropy) or ``"margin"`` (``max_{j != y} z_j - z_y`` on the logits
+            z, > 0 exactly when misclassified; its gradient does not vanish when the softmax
+            saturates in float32, the cross-entropy's can). K >= 2 classes for ``"margin"``.
 
     Returns:
         x_adv: shape, dtype and device of x; ``|x_adv - x| <= eps`` per pixel (up to rounding, see
         the module docstring), in [0, 1].
 
     Raises:
-        ValueError: if eps < 0, x lies outside [0, 1], or y is not int64 of shape (N,).
+        ValueError: if eps < 0, x lies outside [0, 1], y is not int64 of shape (N,), or loss is unknown.
 
     Examples:
         >>> model = nn.Sequential(nn.Flatten(), nn.Linear(4, 3))
@@ -135,18 +154,22 @@ def fgsm(model: nn.Module, x: Tensor, y: Tensor, eps: float, *, targeted: bool =
         >>> x_adv = fgsm(model, x, y, eps=0.1)
         >>> bool((x_adv - x).abs().max() <= 0.1 + 1e-6), bool(x_adv.min() >= 0 and x_adv.max() <= 1)
         (True, True)
+        >>> x_m = fgsm(model, x, y, eps=0.1, loss="margin")
+        >>> bool((x_m - x).abs().max() <= 0.1 + 1e-6), bool(x_m.min() >= 0 and x_m.max() <= 1)
+        (True, True)
     """
     eps = _checks.number(eps, "eps", ge=0)
     _check_inputs(x, y)
     targeted = _checks.flag(targeted, "targeted")
-    grad = _input_gradient(model, x, y)
+    loss = _checks.choice(loss, "loss", LOSSES)
+    grad = _input_gradient(model, x, y, loss)
     step = -eps if targeted else eps  # a targeted attack descends the loss toward y
     return (x.detach() + step * grad.sign()).clamp_(0, 1)
 
 
 def pgd(model: nn.Module, x: Tensor, y: Tensor, eps: float, alpha: float, steps: int, *,
         norm: str = "linf", random_start: bool = True, targeted: bool = False,
-        generator: torch.Generator | None = None) -> Tensor:
+        generator: torch.Generator | None = None, loss: str = "ce") -> Tensor:
     """Projected gradient descent on the loss (Madry et al. 2018), L-inf or L2.
 
     Each step moves by ``alpha`` in the steepest ascent direction of the norm (the
@@ -164,13 +187,19 @@ def pgd(model: nn.Module, x: Tensor, y: Tensor, eps: float, alpha: float, steps:
         random_start: start from a point drawn uniformly in the ball (else from x).
         targeted: descend the loss toward ``y`` instead of ascending it.
         generator: seeds the random start (on the generator's device); default the global RNG.
+        loss: ``"ce"`` (cross-entropy) or ``"margin"`` (``max_{j != y} z_j - z_y`` on the logits z,
+            Carlini and Wagner 2017; > 0 exactly when misclassified). Use ``"margin"`` for a
+            confident model: once every logit margin ``z_y - z_j`` exceeds about 104, the
+            float32 softmax is exactly one-hot, the cross-entropy's gradient is exactly 0 and the
+            sign step has nothing to follow (from a margin of about 17, p_y rounds to 1 and only
+            the tiny p_j are left to steer it). K >= 2.
 
     Returns:
         x_adv: shape, dtype and device of x; inside the eps-ball of ``norm`` around x (up to
         rounding, see the module docstring), in [0, 1].
 
     Raises:
-        ValueError: for eps < 0, alpha <= 0, steps < 1, an unknown norm, x outside [0, 1],
+        ValueError: for eps < 0, alpha <= 0, steps < 1, an unknown norm or loss, x outside [0, 1],
             or labels that are not int64 of shape (N,).
 
     Examples:
@@ -182,6 +211,9 @@ def pgd(model: nn.Module, x: Tensor, y: Tensor, eps: float, alpha: float, steps:
         >>> x_l2 = pgd(model, x, y, eps=0.5, alpha=0.1, steps=10, norm="l2")
         >>> bool((x_l2 - x).flatten(1).norm(dim=1).max() <= 0.5 + 1e-6)
         True
+        >>> x_m = pgd(model, x, y, eps=0.1, alpha=0.025, steps=10, loss="margin")
+        >>> bool((x_m - x).abs().max() <= 0.1 + 1e-6), bool(x_m.min() >= 0 and x_m.max() <= 1)
+        (True, True)
     """
     eps = _checks.number(eps, "eps", ge=0)
     alpha = _checks.number(alpha, "alpha", gt=0)
@@ -190,6 +222,7 @@ def pgd(model: nn.Module, x: Tensor, y: Tensor, eps: float, alpha: float, steps:
     random_start = _checks.flag(random_start, "random_start")
     targeted = _checks.flag(targeted, "targeted")
     generator = _checks.optional_generator(generator)
+    loss = _checks.choice(loss, "loss", LOSSES)
     _check_inputs(x, y)
     x = x.detach()
     if random_start and eps > 0:
@@ -203,11 +236,11 @@ def pgd(model: nn.Module, x: Tensor, y: Tensor, eps: float, alpha: float, steps:
         # projecting onto both at once is one coordinate-wise clamp
         lo, hi = (x - eps).clamp_(min=0), (x + eps).clamp_(max=1)
         for _ in range(steps):
-            grad = _input_gradient(model, x_adv, y)
+            grad = _input_gradient(model, x_adv, y, loss)
             x_adv = x_adv.add_(grad.sign_(), alpha=step).clamp_(lo, hi)
         return x_adv
     for _ in range(steps):
-        grad = _input_gradient(model, x_adv, y)
+        grad = _input_gradient(model, x_adv, y, loss)
         x_adv = x_adv.add_(grad / _per_example_norm(grad).clamp_min(1e-12), alpha=step)
         x_adv = (x + project(x_adv - x, eps, "l2")).clamp_(0, 1)  # clipping only shrinks |delta|
     return x_adv

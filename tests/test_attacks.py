@@ -270,6 +270,109 @@ def test_attacks_run_on_cuda_and_stay_there():
     assert attacks.fgsm(model, x, y, 0.1).device == x.device
 
 
+# ---------------------------------------------------------------- the margin loss (Carlini and Wagner 2017)
+
+def test_margin_loss_gradient_matches_finite_differences():
+    torch.manual_seed(0)
+    logits = torch.randn(6, 5, dtype=torch.float64)  # distinct values: the max over j != y is unique
+    y = torch.tensor([0, 1, 2, 3, 4, 0])
+    loss = attacks._loss(logits, y, "margin")
+    others = logits.clone()
+    others[torch.arange(6), y] = -math.inf
+    expected = (others.max(1).values - logits[torch.arange(6), y]).sum()
+    assert loss.item() == pytest.approx(expected.item(), abs=1e-12)
+    # its gradient, through a model, against central differences in float64
+    model = _random_model(1, "mlp").double()
+    x, y = _batch(1)
+    x = x.double().clamp(0.1, 0.9)
+    grad = attacks._input_gradient(model, x, y, "margin")
+    h, flat = 1e-6, x.flatten()
+    for i in torch.randperm(flat.numel(), generator=torch.Generator().manual_seed(0))[:30].tolist():
+        e = torch.zeros_like(flat)
+        e[i] = h
+        with torch.no_grad():
+            fd = (attacks._loss(model((flat + e).view_as(x)), y, "margin")
+                  - attacks._loss(model((flat - e).view_as(x)), y, "margin")) / (2 * h)
+        assert grad.flatten()[i].item() == pytest.approx(fd.item(), abs=1e-6)
+    # > 0 exactly when misclassified
+    with torch.no_grad():
+        z = model(x)
+        per_example = torch.stack([attacks._loss(z[i:i + 1], y[i:i + 1], "margin") for i in range(len(y))])
+    assert torch.equal(per_example > 0, z.argmax(1) != y)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_loss_ce_is_the_default_bit_for_bit(seed):
+    model = _random_model(seed, "cnn" if seed % 2 else "mlp")
+    x, y = _batch(seed)
+    for norm in attacks.NORMS:
+        run = lambda **kw: attacks.pgd(model, x, y, 0.1, 0.03, 4, norm=norm,
+                                       generator=torch.Generator().manual_seed(seed), **kw)
+        assert torch.equal(run(), run(loss="ce"))
+    assert torch.equal(attacks.fgsm(model, x, y, 0.1), attacks.fgsm(model, x, y, 0.1, loss="ce"))
+
+
+@pytest.mark.parametrize("seed", range(20))
+@pytest.mark.parametrize("norm", attacks.NORMS)
+def test_margin_attacks_stay_in_ball_and_box(seed, norm):
+    model = _random_model(seed, "cnn" if seed % 2 else "mlp")
+    x, y = _batch(seed)
+    eps = [0.0, 0.03, 0.3, 1.0, 3.0][seed % 5]
+    gen = torch.Generator().manual_seed(seed)
+    for targeted in (False, True):
+        for random_start in (False, True):
+            x_adv = attacks.pgd(model, x, y, eps, [0.01, 0.1, 1.0][seed % 3], steps=1 + seed % 4, norm=norm,
+                                random_start=random_start, targeted=targeted, generator=gen, loss="margin")
+            _check_ball_and_box(x, x_adv, eps, norm)
+    if norm == "linf":
+        _check_ball_and_box(x, attacks.fgsm(model, x, y, eps, loss="margin"), eps, "linf")
+
+
+def test_margin_attack_succeeds_where_cross_entropy_saturates():
+    """A two-class linear model whose float32 softmax is exactly (1, 0) at x.
+
+    Logits z = W x + b on x in [0, 1]^16, true class 0, w_0 = a * ones, w_1 = 0, and a bias that
+    puts the decision boundary at the pixel value 0.5 - eps/2: the margin z_0 - z_1 is
+    ``a * 16 * (mean(x) - 0.5 + eps/2)``, i.e. a * 16 * eps/2 = 200 at x = 0.5, and -200 at x - eps,
+    a point of the ball. exp(-200) is below float32's smallest subnormal (about exp(-103.3)), so
+    softmax(z) rounds to exactly (1, 0), the logit gradient p - e_y is exactly 0, and so is the
+    CE input gradient: the sign step is 0 and PGD from x (no random start) never moves. The
+    margin's gradient is w_1 - w_0 = -a * ones whatever the scale, so each step lowers every pixel
+    by alpha, and steps * alpha >= eps reaches x - eps, where the margin is -200 < 0.
+    """
+    d, eps, target_margin = 16, 0.1, 200.0
+    a = target_margin / (d * eps / 2)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(d, 2))
+    with torch.no_grad():
+        model[1].weight.copy_(torch.stack([torch.full((d,), a), torch.zeros(d)]))
+        model[1].bias.copy_(torch.tensor([-a * d * (0.5 - eps / 2), 0.0]))
+    x, y = torch.full((3, 1, 4, 4), 0.5), torch.zeros(3, dtype=torch.int64)
+    with torch.no_grad():
+        z = model(x)
+        assert torch.equal(z.softmax(1), torch.tensor([[1.0, 0.0]] * 3))
+        assert (z[:, 0] - z[:, 1] == target_margin).all()
+    assert torch.equal(attacks._input_gradient(model, x, y), torch.zeros_like(x))  # the premise
+    predict = lambda xa: model(xa).argmax(1)
+    for attack in (lambda loss: attacks.pgd(model, x, y, eps, eps / 4, 10, random_start=False, loss=loss),
+                   lambda loss: attacks.fgsm(model, x, y, eps, loss=loss)):
+        x_ce, x_margin = attack("ce"), attack("margin")
+        assert torch.equal(x_ce, x)  # CE: nothing to follow
+        assert (predict(x_ce) == y).all()
+        assert (predict(x_margin) != y).all()
+        torch.testing.assert_close(x_margin, x - eps)
+        _check_ball_and_box(x, x_margin, eps, "linf")
+
+
+def test_bad_loss_names_the_argument():
+    model = _random_model(0, "mlp")
+    x, y = _batch(0)
+    for bad in ("CE", "hinge", None, 1):
+        with pytest.raises(ValueError, match="loss"):
+            attacks.pgd(model, x, y, 0.1, 0.01, 2, loss=bad)
+        with pytest.raises(ValueError, match="loss"):
+            attacks.fgsm(model, x, y, 0.1, loss=bad)
+
+
 # ---------------------------------------------------------------- one argument policy, examples
 
 def _policy_cases():

@@ -8,6 +8,9 @@ regularized bias costs nothing), and step along a unit-norm gradient or from a p
 the box (where normalizing and projecting change nothing); the hidden tests use several
 points, data sets whose boundary is far from the origin, gradients of any norm (zero included)
 and poison points on the box's faces.
+The visible test of kkt_poison_gradient has the poison point as an error vector (alpha_c = U), where its
+own margin condition is not in the KKT system; the hidden tests also put it on the margin (c in S), where
+dropping that condition's extra term -y_c w gives a wrong gradient.
 """
 
 WRONG_ANSWERS = {
@@ -58,6 +61,26 @@ def train_svm(X: np.ndarray, y: np.ndarray, C: float) -> tuple[np.ndarray, float
             break
         w = w - eta0 / np.sqrt(t) * g_w / norm
     return best, 0.0
+'''),
+    "bug_kkt_poison_margin_term": ("kkt_poison_gradient", "test_kkt_poison_gradient", '''\
+def kkt_poison_gradient(X, y, alpha, w, b, C, X_val, y_val):
+    X, y, alpha, w = (np.asarray(a, dtype=float) for a in (X, y, alpha, w))
+    X_val, y_val = np.asarray(X_val, dtype=float), np.asarray(y_val, dtype=float)
+    n, d = X.shape
+    c = n - 1
+    act = y_val * (X_val @ w + b) < 1.0
+    g_w = -(y_val[act] @ X_val[act]) / len(y_val)
+    g_b = -y_val[act].sum() / len(y_val)
+    S = poisoning.support_sets(alpha, C).margin
+    XS, yS, k = X[S], y[S], len(S)
+    A = np.zeros((k + 1, k + 1))
+    A[:k, :k] = np.outer(yS, yS) * (XS @ XS.T)
+    A[:k, k] = A[k, :k] = yS
+    R = np.zeros((k + 1, d))
+    R[:k] = -alpha[c] * y[c] * yS[:, None] * XS  # BUG: no -y_c w row when the poison point is itself a margin SV
+    J = np.linalg.lstsq(A, R, rcond=None)[0]
+    dw = XS.T @ (yS[:, None] * J[:k]) + alpha[c] * y[c] * np.eye(d)
+    return dw.T @ g_w + J[k] * g_b
 '''),
     "bug_step_no_projection": ("poison_step", "test_poison_step", '''\
 def poison_step(x: np.ndarray, g: np.ndarray, step_size: float) -> np.ndarray:

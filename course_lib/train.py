@@ -27,7 +27,7 @@ and ``val_loss``/``val_accuracy`` when a ``val_loader`` is given (model in eval 
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import torch
 from torch import Tensor, nn
@@ -46,7 +46,7 @@ from course_lib.losses import (AdversarialLoss, BatchLoss, EpsRamp, GaussianNois
 from course_lib.models import evaluating
 
 __all__ = ["AdversarialLoss", "BatchLoss", "CROWNIBPLoss", "EpsRamp", "GaussianNoiseLoss", "IBPLoss", "accuracy",
-           "adversarial_loss", "cross_entropy_loss", "crown_ibp_loss", "evaluate", "fgsm_rs_attack",
+           "adversarial_loss", "cross_entropy_loss", "crown_ibp_loss", "cyclic_lr", "evaluate", "fgsm_rs_attack",
            "gaussian_noise_loss", "ibp_loss", "pgd_attack", "train"]
 
 
@@ -69,11 +69,14 @@ def _forward(batch_loss: BatchLoss, model: nn.Module, x: Tensor, y: Tensor) -> t
 
 
 def _run_epoch(model: nn.Module, loader: Iterable, batch_loss: BatchLoss, device: torch.device,
-               optimizer: torch.optim.Optimizer | None, bar) -> tuple[float, float]:
+               optimizer: torch.optim.Optimizer | None, bar,
+               set_lr: Callable[[int], None] | None = None) -> tuple[float, float]:
     total_loss, correct, seen = 0.0, 0, 0
-    for x, y in loader:
+    for i, (x, y) in enumerate(loader):
         _check_batch(x, y)
         x, y = x.to(device), y.to(device)
+        if set_lr is not None:
+            set_lr(i)
         with torch.set_grad_enabled(optimizer is not None):
             loss, logits = _forward(batch_loss, model, x, y)
         if optimizer is not None:
@@ -139,7 +142,7 @@ def train(model: nn.Module, loader: Iterable, *, epochs: int = 1,
           optimizer: torch.optim.Optimizer | None = None, lr: float = 1e-3,
           batch_loss: BatchLoss = cross_entropy_loss, val_loader: Iterable | None = None,
           device: torch.device | str | None = None, progress: bool = True,
-          desc: str = "train") -> dict[str, list[float]]:
+          desc: str = "train", lr_schedule: Callable[[float], float] | None = None) -> dict[str, list[float]]:
     """Train ``model`` in place for ``epochs`` passes over ``loader``.
 
     Args:
@@ -154,6 +157,10 @@ def train(model: nn.Module, loader: Iterable, *, epochs: int = 1,
         device: where to train; default the model's current device.
         progress: show a tqdm progress bar (one bar for the whole run).
         desc: the progress bar's label.
+        lr_schedule: the learning rate as a function of progress in epochs, set on every
+            parameter group before each batch: batch i of epoch e (from 0) of a loader of n
+            batches uses ``lr_schedule(e + (i + 1) / n)``; e.g. :func:`cyclic_lr`. Needs a loader
+            with a length.
 
     Returns:
         History: ``{"loss": [...], "accuracy": [...]}`` per epoch, plus ``val_loss`` and
@@ -189,12 +196,17 @@ def train(model: nn.Module, loader: Iterable, *, epochs: int = 1,
     if val_loader is not None:
         history.update(val_loss=[], val_accuracy=[])
     per_epoch = _len_or_none(loader)
+    if lr_schedule is not None and not callable(lr_schedule):
+        raise TypeError(f"lr_schedule must be a function of the epoch (a float), got {type(lr_schedule).__name__}")
+    if lr_schedule is not None and not per_epoch:
+        raise ValueError("lr_schedule needs a loader with a length (its number of batches per epoch)")
     bar = tqdm(total=None if per_epoch is None else per_epoch * epochs, desc=desc,
                disable=not progress)
     model.train()
     try:
-        for _ in range(epochs):
-            loss, acc = _run_epoch(model, loader, batch_loss, device, optimizer, bar)
+        for epoch in range(epochs):
+            set_lr = None if lr_schedule is None else _lr_setter(optimizer, lr_schedule, epoch, per_epoch)
+            loss, acc = _run_epoch(model, loader, batch_loss, device, optimizer, bar, set_lr)
             history["loss"].append(loss)
             history["accuracy"].append(acc)
             if val_loader is not None:
@@ -205,3 +217,44 @@ def train(model: nn.Module, loader: Iterable, *, epochs: int = 1,
     finally:
         bar.close()
     return history
+
+
+def _lr_setter(optimizer: torch.optim.Optimizer, lr_schedule: Callable[[float], float], epoch: int,
+               per_epoch: int) -> Callable[[int], None]:
+    def set_lr(i: int) -> None:
+        lr = _checks.number(lr_schedule(epoch + (i + 1) / per_epoch), "lr_schedule(t)", ge=0)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+    return set_lr
+
+
+def cyclic_lr(peak: float, epochs: int, *, peak_at: float = 0.4) -> Callable[[float], float]:
+    """The "cyclic" (one-cycle, triangular) learning rate of Wong, Rice and Kolter 2020, for ``train``.
+
+    Linear from 0 at the start to ``peak`` at ``peak_at * epochs``, then linear back to 0 at
+    ``epochs`` (as in their MNIST script, ``train_mnist.py`` of locuslab/fast_adversarial, with
+    ``peak_at = 2 / 5``); 0 after the end.
+
+    Args:
+        peak: the largest learning rate, > 0.
+        epochs: the length of the run, an integer >= 1.
+        peak_at: where the peak sits, as a fraction of the run, in (0, 1).
+
+    Returns:
+        ``schedule(t) -> lr`` for a progress ``t`` >= 0 in epochs.
+
+    Examples:
+        >>> schedule = cyclic_lr(5e-3, 10)
+        >>> [round(schedule(t), 5) for t in (0, 2, 4, 7, 10)]
+        [0.0, 0.0025, 0.005, 0.0025, 0.0]
+    """
+    peak = _checks.number(peak, "peak", gt=0)
+    epochs = _checks.integer(epochs, "epochs", ge=1)
+    peak_at = _checks.number(peak_at, "peak_at", gt=0, lt=1)
+    top = peak_at * epochs
+
+    def schedule(t: float) -> float:
+        if t <= top:
+            return peak * max(t, 0.0) / top
+        return peak * max(epochs - t, 0.0) / (epochs - top)
+    return schedule

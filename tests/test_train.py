@@ -144,6 +144,50 @@ def test_accuracy_under_attack_is_train_accuracy():
                                                                                       attack=attack)
 
 
+# ---------------------------------------------------------------- learning-rate schedules
+
+def test_lr_schedule_sets_every_group_before_each_batch_at_the_right_progress():
+    ds = _blobs(40)
+    model = models.mlp((1, 2, 2), 2, hidden=(4,))
+    optimizer = torch.optim.SGD([{"params": model[1].parameters()}, {"params": model[3].parameters()}], lr=1.0)
+    seen = []
+
+    def recording_loss(m, x, y):
+        seen.append([g["lr"] for g in optimizer.param_groups])
+        return train.cross_entropy_loss(m, x, y)
+
+    loader = DataLoader(ds, batch_size=16)  # 3 batches: 16, 16, 8
+    train.train(model, loader, epochs=2, optimizer=optimizer, batch_loss=recording_loss, progress=False,
+                lr_schedule=lambda t: 10 * t)
+    expected = [10 * (e + (i + 1) / 3) for e in range(2) for i in range(3)]
+    assert [pytest.approx([v, v]) for v in expected] == seen
+
+
+def test_cyclic_lr_is_wong_et_al_s_triangle():
+    import numpy as np
+
+    schedule = train.cyclic_lr(5e-3, 30)
+    ts = np.linspace(0, 30, 301)
+    # their script: np.interp([t], [0, epochs * 2 // 5, epochs], [0, lr_max, 0])
+    reference = np.interp(ts, [0, 30 * 2 // 5, 30], [0, 5e-3, 0])
+    assert np.allclose([schedule(t) for t in ts], reference, rtol=0, atol=1e-15)
+    assert schedule(35.0) == 0.0 and schedule(12.0) == 5e-3
+    for bad in [dict(peak=0.0), dict(peak_at=1.0), dict(peak_at=0.0)]:
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            train.cyclic_lr(**(dict(peak=1e-3, epochs=10) | bad))
+
+
+def test_lr_schedule_bad_input():
+    ds = _blobs(20)
+    model = models.mlp((1, 2, 2), 2, hidden=(4,))
+    with pytest.raises(TypeError, match="lr_schedule"):
+        train.train(model, DataLoader(ds, batch_size=10), lr_schedule=0.1, progress=False)
+    with pytest.raises(ValueError, match="length"):
+        train.train(model, (batch for batch in DataLoader(ds, batch_size=10)), lr_schedule=lambda t: 0.1, progress=False)
+    with pytest.raises(ValueError, match="lr_schedule"):
+        train.train(model, DataLoader(ds, batch_size=10), lr_schedule=lambda t: -1.0, progress=False)
+
+
 # ---------------------------------------------------------------- one argument policy, examples
 
 def _policy_cases():
@@ -158,6 +202,8 @@ def _policy_cases():
     return [
         (lambda v: run(epochs=v), "epochs", 2, list.__eq__),
         (lambda v: run(lr=v), "lr", 0.01, None),  # a float32 rate is another rate
+        (lambda v: train.cyclic_lr(0.1, v)(1.0), "epochs", 5, float.__eq__),
+        (lambda v: train.cyclic_lr(v, 5)(1.0), "peak", 0.1, None),
     ]
 
 

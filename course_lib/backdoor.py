@@ -267,8 +267,10 @@ def poison_dataset(X: Tensor, y: Tensor, rate: float, target_label: int, *, trig
                    num_classes: int | None = None) -> tuple[Tensor, Tensor, Tensor]:
     """BadNets poisoning: stamp the trigger on a fraction of the training set and relabel it as the target.
 
-    The candidates are the examples whose label is not ``target_label`` (an example of the
-    target class teaches nothing when relabelled); ``poison_count(rate, n_candidates)`` of them,
+    The candidates are the examples whose label is not ``target_label`` (relabelling an example
+    of the target class changes no label, and in this dirty-label attack the trigger is learnt from
+    the relabelled examples; clean-label attacks, which poison only target-class images, need
+    more than a stamp); ``poison_count(rate, n_candidates)`` of them,
     i.e. ``floor(rate * n_candidates + 1/2)``, are drawn uniformly without replacement with a
     generator seeded by ``seed`` (a ``torch.randperm`` of the candidates, on the CPU, so the
     choice does not depend on the device).

@@ -140,6 +140,15 @@ def test_a_forked_child_runs_a_notebook_as_a_sandbox_of_its_own_does(zygote, nam
     assert zygote.alive()
 
 
+def test_notebooks_see_nbgrader_execution_autograde_in_every_mode(zygote):
+    # nbgrader sets NBGRADER_EXECUTION=autograde while autograding (its FAQ: skip slow cells on it)
+    nb = notebook(cell("import os; print(os.environ.get('NBGRADER_EXECUTION'))"))
+    forked, _ = zygote.execute(nb, None)
+    alone, _ = sandbox.execute_notebook(nb, None, LIMITS)
+    unsafe, _ = sandbox.execute_notebook(nb, None, LIMITS, unsafe=True)
+    assert _texts(forked) == _texts(alone) == _texts(unsafe) == ["autograde\n"]
+
+
 def test_the_wall_time_cap_holds_and_the_zygote_goes_on(tmp_path):
     if BWRAP_PROBLEM is not None:
         pytest.skip(f"no sandbox here: {BWRAP_PROBLEM}")

@@ -65,3 +65,18 @@ def test_a_cell_past_the_graders_time_limit_is_stopped_and_a_slow_one_pointed_ou
     nbformat.write(nb, tmp_path / "slow.ipynb")
     slow = validate.check(tmp_path / "slow.ipynb", timeout=4)
     assert len(slow) == 1 and re.match(r"Cell cube took [23] s; the grader stops a cell after 4 s", slow[0]), slow
+
+
+def test_the_kernel_sees_nbgrader_execution_validate_and_the_caller_keeps_its_own(tmp_path, monkeypatch):
+    # nbgrader's validator sets NBGRADER_EXECUTION=validate (its FAQ: notebooks may skip slow cells on it)
+    monkeypatch.setenv("NBGRADER_EXECUTION", "the caller's")
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("import os\nassert os.environ['NBGRADER_EXECUTION'] == 'validate'")]
+    nbformat.write(nb, tmp_path / "env.ipynb")
+    assert validate.check(tmp_path / "env.ipynb") == []
+    nb.cells = [nbformat.v4.new_code_cell("import os\nassert os.environ['NBGRADER_EXECUTION'] == 'autograde'")]
+    nbformat.write(nb, tmp_path / "env.ipynb")
+    assert validate.check(tmp_path / "env.ipynb") == ["Cell number 1 raises an error: AssertionError"]
+    import os
+
+    assert os.environ["NBGRADER_EXECUTION"] == "the caller's"

@@ -15,7 +15,7 @@ from course_lib._checks import ArgumentError
 from course_lib.grading import sandbox
 from course_lib.grading.pipeline import GradingError, grade_submissions
 from course_lib.grading.submissions import (AssignmentSource, DemoteStrayGradedCells, RestoreDeletedGradedCells,
-                                            nbgrader_cells, repair)
+                                            check_submission, nbgrader_cells, repair)
 from nbgrader.preprocessors import NbGraderPreprocessor
 from nbgrader_helpers import cell, notebook, square_assignment
 
@@ -36,6 +36,28 @@ def _source() -> AssignmentSource:
 
 def _ids(nb) -> list[str | None]:
     return [c.metadata.get("nbgrader", {}).get("grade_id") for c in nb.cells]
+
+
+def _submit(tmp_path, raw: dict):
+    import json
+
+    folder = tmp_path / "alice"
+    (folder / "sq").mkdir(parents=True)
+    (folder / "sq" / NAME).write_text(json.dumps(raw))
+    return check_submission(folder, "alice", "sq", _source())
+
+
+def test_an_older_minor_version_with_cell_ids_is_graded_as_nbgrader_does(tmp_path):
+    import json
+
+    raw = json.loads(nbformat.writes(square_assignment()))
+    assert all("id" in c for c in raw["cells"])  # cell ids: nbformat 4.5
+    reason, _, repaired = _submit(tmp_path / "a", {**raw, "nbformat_minor": 1})  # as some editors save it
+    assert reason is None and repaired[NAME].nbformat_minor == 5
+    assert [c.source for c in repaired[NAME].cells] == ["".join(c["source"]) for c in raw["cells"]]
+    broken = {**raw, "nbformat_minor": 1, "cells": [{**raw["cells"][0], "bogus": 1}] + raw["cells"][1:]}
+    reason, _, _ = _submit(tmp_path / "b", broken)  # another defect: still refused, by name
+    assert reason == f"{NAME} is not a valid Jupyter notebook (nbformat 4)"
 
 
 def test_the_repair_steps_are_nbgrader_preprocessors():

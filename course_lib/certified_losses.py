@@ -197,6 +197,12 @@ def _schedule(value: float | Sequence[float], name: str) -> tuple[float, float]:
     return v, v
 
 
+def _between(pair: tuple[float, float], p: float) -> float:
+    """``start + (end - start) * p`` for ``pair = (start, end)``."""
+    start, end = pair
+    return start + (end - start) * p
+
+
 class CROWNIBPLoss(EpsRamp):
     """The robust loss of CROWN-IBP training (Zhang et al. 2020), with its three ramps.
 
@@ -228,20 +234,13 @@ class CROWNIBPLoss(EpsRamp):
         self.kappa_history: list[float] = []
         self.beta_history: list[float] = []
 
-    def _progress(self, batch: int) -> float:
-        if self.ramp_batches == 0 or batch >= self.ramp_batches:
-            return 1.0
-        return max(batch, 0) / self.ramp_batches
-
     def kappa_at(self, batch: int) -> float:
         """The clean loss's weight at training batch ``batch``: ``kappa_start + (kappa_end - kappa_start) * p_t``."""
-        start, end = self.kappa
-        return start + (end - start) * self._progress(batch)
+        return _between(self.kappa, self.progress(batch))
 
     def beta_at(self, batch: int) -> float:
         """The CROWN-IBP bound's weight at training batch ``batch``: ``beta_start + (beta_end - beta_start) * p_t``."""
-        start, end = self.beta
-        return start + (end - start) * self._progress(batch)
+        return _between(self.beta, self.progress(batch))
 
     def current_schedule(self) -> tuple[float, float, float]:
         """``(eps, kappa, beta)`` for the batch being computed; counts it when it is a training batch."""

@@ -71,6 +71,12 @@ class EpsRamp:
         self.batches = 0
         self.eps_history: list[float] = []
 
+    def progress(self, batch: int) -> float:
+        """How far the ramp is at training batch ``batch`` (0-based): ``min(1, batch / ramp_batches)``, 1 without one."""
+        if self.ramp_batches == 0 or batch >= self.ramp_batches:
+            return 1.0
+        return max(batch, 0) / self.ramp_batches
+
     def eps_at(self, batch: int) -> float:
         """The radius used at training batch ``batch`` (0-based): ``eps * min(1, batch / ramp_batches)``."""
         if self.ramp_batches == 0 or batch >= self.ramp_batches:

@@ -197,30 +197,17 @@ def _read_notebook(path: Path, name: str) -> tuple[nbformat.NotebookNode | None,
         return None, f"{name} is not valid notebook JSON"
     if not isinstance(raw, dict) or not isinstance(raw.get("cells"), list):
         return None, f"{name} is not valid notebook JSON"
+    minor = raw.get("nbformat_minor")
+    if raw.get("nbformat") == 4 and isinstance(minor, int) and minor < 5 and any(
+            isinstance(c, dict) and "id" in c for c in raw["cells"]):
+        raw = {**raw, "nbformat_minor": 5}  # 4.5's cell ids under an older number, as editors write them:
+        # read as 4.5, the way nbgrader grades it (with a warning)
     try:
         nb = nbformat.reads(json.dumps(raw), as_version=4)
         nbformat.validate(nb)
     except Exception:  # nbformat raises several kinds of validation errors
-        nb = _with_cell_ids(raw)
-        if nb is None:
-            return None, f"{name} is not a valid Jupyter notebook (nbformat 4)"
+        return None, f"{name} is not a valid Jupyter notebook (nbformat 4)"
     return nb, None
-
-
-def _with_cell_ids(raw: dict) -> nbformat.NotebookNode | None:
-    """A notebook that declares nbformat 4.0-4.4 but carries cell ids (4.5's), as editors often
-    write them, read as 4.5 the way nbgrader grades it (with a warning); None if still invalid."""
-    minor = raw.get("nbformat_minor")
-    if raw.get("nbformat") != 4 or not isinstance(minor, int) or minor >= 5:
-        return None
-    if not any(isinstance(c, dict) and "id" in c for c in raw["cells"]):
-        return None
-    try:
-        nb = nbformat.reads(json.dumps({**raw, "nbformat_minor": 5}), as_version=4)
-        nbformat.validate(nb)
-    except Exception:
-        return None
-    return nb
 
 
 def _wrong_assignment(nb: nbformat.NotebookNode, name: str, assignment: str, src: AssignmentSource) -> str | None:

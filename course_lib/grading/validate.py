@@ -18,6 +18,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from unittest import mock
 
 from datetime import datetime
 
@@ -61,18 +62,12 @@ def check(path: Path, timeout: int = CELL_TIMEOUT) -> list[str]:
                             allow_errors=True, kernel_name="python3", record_timing=True,
                             resources={"metadata": {"path": str(path.parent)}})
     problems = []
-    previous = os.environ.get("NBGRADER_EXECUTION")
-    os.environ["NBGRADER_EXECUTION"] = "validate"  # as nbgrader's validator sets it, for the kernel to see
-    try:
-        client.execute(stderr=subprocess.DEVNULL)  # the kernel's own log lines are noise here
+    try:  # NBGRADER_EXECUTION as nbgrader's validator sets it, for the kernel to see
+        with mock.patch.dict(os.environ, {"NBGRADER_EXECUTION": "validate"}):
+            client.execute(stderr=subprocess.DEVNULL)  # the kernel's own log lines are noise here
     except DeadKernelError:
         problems.append("The kernel died while running your notebook (os._exit, a crash, or out of memory); "
                         "the cells after that did not run.")
-    finally:
-        if previous is None:
-            os.environ.pop("NBGRADER_EXECUTION", None)
-        else:
-            os.environ["NBGRADER_EXECUTION"] = previous
     for index, cell in enumerate(nb.cells, start=1):
         meta = cell.metadata.get("nbgrader", {})
         name = meta.get("grade_id") or f"number {index}"

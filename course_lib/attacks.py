@@ -1,4 +1,4 @@
-"""Adversarial examples: FGSM and PGD, and accuracy under attack (lectures 2 and 3).
+"""Adversarial examples: FGSM, PGD and APGD, accuracy under attack, the worst case over attacks (lectures 2, 3, 8).
 
 An untargeted attack solves, approximately, ``max over ||delta|| <= eps of loss(model(x + delta), y)``
 subject to ``x + delta`` in [0, 1]; a targeted one minimizes the loss toward target labels.
@@ -26,62 +26,26 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from course_lib import _checks
+from course_lib.apgd import apgd
+# the shared pieces live in attack_base (so that apgd need not import this module); _loss and
+# _input_gradient stay reachable here as attacks._loss, attacks._input_gradient
+from course_lib.attack_base import LOSSES, _check_inputs, _input_gradient, _loss, _per_example_norm, dlr_loss
 from course_lib.evaluation import accuracy
+from course_lib.robust_evaluation import MISCLASSIFIED, ROBUST, RobustAccuracy, robust_accuracy
+
+__all__ = ["LOSSES", "MISCLASSIFIED", "NORMS", "ROBUST", "RobustAccuracy", "accuracy_under_attack", "apgd",
+           "dlr_loss", "epsilon_sweep", "fgsm", "pgd", "project", "robust_accuracy"]
 
 NORMS = ("linf", "l2")
-LOSSES = ("ce", "margin")
-"""The attack losses: ``"ce"``, the cross-entropy; ``"margin"``, ``max_{j != y} z_j - z_y`` on the logits z."""
 
 Attack = Callable[[nn.Module, Tensor, Tensor], Tensor]
 """``attack(model, x, y) -> x_adv``, e.g. ``functools.partial(pgd, eps=0.1, alpha=0.01, steps=20)``."""
 
 EpsAttack = Callable[[nn.Module, Tensor, Tensor, float], Tensor]
-"""``attack(model, x, y, eps) -> x_adv``, e.g. ``fgsm``; used by :func:`epsilon_sweep`."""
-
-
-def _check_inputs(x: Tensor, y: Tensor) -> None:
-    if not isinstance(x, Tensor) or not x.is_floating_point():
-        raise ValueError(f"x must be a floating-point tensor, got {getattr(x, 'dtype', type(x).__name__)}")
-    if x.ndim < 2 or x.shape[0] == 0:
-        raise ValueError(f"x must be a non-empty batch (N, ...), got shape {tuple(x.shape)}")
-    if not isinstance(y, Tensor) or y.dtype != torch.int64:
-        raise ValueError(f"y must be an int64 tensor of labels, got {getattr(y, 'dtype', type(y).__name__)}")
-    if y.shape != (x.shape[0],):
-        raise ValueError(f"y must have shape ({x.shape[0]},) to match x, got {tuple(y.shape)}")
-    lo, hi = torch.aminmax(x)
-    if not (lo >= 0 and hi <= 1):  # also catches nan
-        raise ValueError(f"x must lie in [0, 1] (got values in [{lo:.3g}, {hi:.3g}]); undo normalization first")
-
-
-def _loss(logits: Tensor, y: Tensor, kind: str) -> Tensor:
-    """The attack loss, summed over the batch (a scalar), so each example's gradient is unscaled by N.
-
-    ``"ce"``: the cross-entropy. ``"margin"``: ``max_{j != y} z_j - z_y`` per example (Carlini and
-    Wagner 2017), > 0 exactly when the example is misclassified; unlike the cross-entropy, its
-    gradient does not vanish when the softmax saturates. logits: (N, K), K >= 2; y: (N,) int64.
-    """
-    if kind == "ce":
-        return F.cross_entropy(logits, y, reduction="sum")
-    true = logits.gather(1, y[:, None]).squeeze(1)
-    best_other = logits.scatter(1, y[:, None], float("-inf")).amax(1)
-    return (best_other - true).sum()
-
-
-def _input_gradient(model: nn.Module, x: Tensor, y: Tensor, loss: str = "ce") -> Tensor:
-    """Gradient of the summed attack loss (:func:`_loss`) with respect to x only (no parameter .grad is touched)."""
-    with torch.enable_grad():  # attacks also run inside torch.no_grad() evaluation loops
-        x = x.detach().requires_grad_(True)
-        (grad,) = torch.autograd.grad(_loss(model(x), y, loss), x)
-    return grad
-
-
-def _per_example_norm(t: Tensor) -> Tensor:
-    """L2 norm of each example, shaped (N, 1, ..., 1) to broadcast against t."""
-    return t.flatten(1).norm(dim=1).view(-1, *([1] * (t.ndim - 1)))
+"""``attack(model, x, y, eps) -> x_adv``, e.g. ``fgsm``; used by :func:`epsilon_sweep` and :func:`robust_accuracy`."""
 
 
 def project(delta: Tensor, eps: float, norm: str = "linf") -> Tensor:
@@ -139,14 +103,16 @@ def fgsm(model: nn.Module, x: Tensor, y: Tensor, eps: float, *, targeted: bool =
         targeted: descend the loss toward ``y`` instead of ascending it.
         loss: ``"ce"`` (cross-entropy) or ``"margin"`` (``max_{j != y} z_j - z_y`` on the logits
             z, > 0 exactly when misclassified; its gradient does not vanish when the softmax
-            saturates in float32, the cross-entropy's can). K >= 2 classes for ``"margin"``.
+            saturates in float32, the cross-entropy's can), or ``"dlr"`` (:func:`dlr_loss`: the
+            margin over the spread of the top three logits, K >= 3). K >= 2 classes for ``"margin"``.
 
     Returns:
         x_adv: shape, dtype and device of x; ``|x_adv - x| <= eps`` per pixel (up to rounding, see
         the module docstring), in [0, 1].
 
     Raises:
-        ValueError: if eps < 0, x lies outside [0, 1], y is not int64 of shape (N,), or loss is unknown.
+        ValueError: if eps < 0, x lies outside [0, 1], y is not int64 of shape (N,), loss is unknown,
+            or loss is ``"dlr"`` with fewer than 3 classes.
 
     Examples:
         >>> model = nn.Sequential(nn.Flatten(), nn.Linear(4, 3))
@@ -192,7 +158,8 @@ def pgd(model: nn.Module, x: Tensor, y: Tensor, eps: float, alpha: float, steps:
             confident model: once every logit margin ``z_y - z_j`` exceeds about 104, the
             float32 softmax is exactly one-hot, the cross-entropy's gradient is exactly 0 and the
             sign step has nothing to follow (from a margin of about 17, p_y rounds to 1 and only
-            the tiny p_j are left to steer it). K >= 2.
+            the tiny p_j are left to steer it). ``"dlr"``: :func:`dlr_loss`, the margin divided by
+            the spread of the top three logits (invariant to scaling the logits; K >= 3). K >= 2.
 
     Returns:
         x_adv: shape, dtype and device of x; inside the eps-ball of ``norm`` around x (up to
@@ -200,7 +167,7 @@ def pgd(model: nn.Module, x: Tensor, y: Tensor, eps: float, alpha: float, steps:
 
     Raises:
         ValueError: for eps < 0, alpha <= 0, steps < 1, an unknown norm or loss, x outside [0, 1],
-            or labels that are not int64 of shape (N,).
+            labels that are not int64 of shape (N,), or loss ``"dlr"`` with fewer than 3 classes.
 
     Examples:
         >>> model = nn.Sequential(nn.Flatten(), nn.Linear(4, 3))

@@ -24,6 +24,10 @@ Two kinds of trigger:
   pixel (:func:`blend_trigger`).
 
 Nothing here modifies its inputs in place; results are new tensors on the input's device.
+
+The defences (lecture 10) live in :mod:`course_lib.backdoor_defences` and are importable from here:
+``spectral_signature_scores``, ``spectral_filter``, ``activation_clusters``, ``precision_recall``,
+``representations``.
 """
 
 from __future__ import annotations
@@ -36,6 +40,8 @@ import torch
 from torch import Tensor, nn
 
 from course_lib import _checks, train
+from course_lib.backdoor_defences import (ActivationClusters, activation_clusters, precision_recall,  # noqa: F401
+                                          representations, spectral_filter, spectral_signature_scores)
 from course_lib.data import batches
 from course_lib.device import model_device
 from course_lib.models import evaluating

@@ -26,6 +26,9 @@ The SVM's names (``train_svm``, ``fit_svm``, ``hinge_loss``, ``classification_er
 :func:`course_lib.data.binary_task` are importable from here too, as lecture 6 and the
 assignment use them: ``from course_lib import poisoning; poisoning.train_svm(...)``.
 
+Clean-label poisoning of neural networks by feature collision (Shafahi et al. 2018, lecture 10) is
+in :mod:`course_lib.feature_collision`; ``poisoning.feature_collision`` is the same function.
+
 Inputs may be NumPy arrays or torch tensors (the same kind for every array argument of a
 call); results come back as the inputs' kind (for tensors: the dtype and device of
 ``x_poison``).
@@ -50,13 +53,14 @@ from torch import Tensor
 
 from course_lib import _checks
 from course_lib.data import binary_task
+from course_lib.feature_collision import feature_collision
 from course_lib.svm import (DEFAULT_TOL, Array, SupportSets, SVMSolution, as_kind_of, as_numpy,
                             check_labels, check_points, classification_error, fit_svm,
                             hinge_loss, one_blas_thread, optimal_bias, support_sets, svm_objective,
                             train_svm)
 
 __all__ = ["DEFAULT_TOL", "PoisonedBoundary", "SVMSolution", "SupportSets", "binary_task",
-           "classification_error", "fit_svm", "hinge_loss", "loss_surface", "poison_gradient",
+           "classification_error", "feature_collision", "fit_svm", "hinge_loss", "loss_surface", "poison_gradient",
            "poison_svm", "poisoned_boundary", "support_sets", "svm_objective", "train_svm"]
 
 

@@ -5,10 +5,15 @@
 #   make test                the whole test suite (what CI runs)
 #   make release             regenerate assignments/ from solutions/ (nbgrader)
 #   make grade SUBMISSIONS=<dir|zip> ASSIGNMENT=<name> OUT=<dir> [STUDENT=] [JOBS=] [UNSAFE=1] [ZYGOTE=0]
+#              [DUEDATE=] [EXTENSIONS=<csv>] [LATE=none|zero|per_hour] [PER_HOUR=<points>]
 #                            autograde a class, each submission in a bubblewrap sandbox
+#   make formgrade OUT=<dir> Formgrader (JupyterLab + nbgrader) on a graded class, for written answers
+#   make feedback OUT=<dir>  every student's HTML feedback again, manual scores and comments included
+#   make export OUT=<dir> FORMAT=canvas|csv [ROSTER=<csv>]   the grades for a learning-management system
 #   make validate NOTEBOOK=<path>   a student's check before hand-in
 #   make lecture NB=lectures/01_gd_sgd.ipynb   re-execute one notebook in place
 #   make bench               speed ratios (benchmarks/): PGD vs torchattacks, IBP and CERTIFY vs a forward pass
+#   make site                the course website in site/ (Sphinx + MyST-NB), from the stored outputs, offline
 
 SHELL := /bin/bash
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
@@ -31,7 +36,7 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 # CPU with AVX2 (tried: stored on an AVX2 EPYC, checked on an AVX-512 one).
 PIN_CPU := ATEN_CPU_CAPABILITY=avx2 MKL_CBWR=AVX2 ONEDNN_MAX_CPU_ISA=AVX2
 
-.PHONY: lab test release grade validate lecture bench venv constraints clean
+.PHONY: lab test release grade formgrade feedback export validate lecture bench site venv constraints clean
 
 venv: $(STAMP)
 
@@ -56,9 +61,25 @@ release: $(STAMP)
 
 grade: $(STAMP)
 	@test -n "$(SUBMISSIONS)" -a -n "$(ASSIGNMENT)" || \
-		{ echo "usage: make grade SUBMISSIONS=<dir or zip> ASSIGNMENT=<name> OUT=<dir> [STUDENT=<id>] [JOBS=<n>] [UNSAFE=1] [ZYGOTE=0]"; exit 2; }
+		{ echo "usage: make grade SUBMISSIONS=<dir or zip> ASSIGNMENT=<name> OUT=<dir> [STUDENT=<id>] [JOBS=<n>] [UNSAFE=1] [ZYGOTE=0] [DUEDATE=<date>] [EXTENSIONS=<csv>] [LATE=none|zero|per_hour] [PER_HOUR=<points>]"; exit 2; }
 	$(PY) -m course_lib.grading --submissions "$(SUBMISSIONS)" --assignment "$(ASSIGNMENT)" --out "$(OUT)" \
-		$(if $(STUDENT),--student "$(STUDENT)") $(if $(JOBS),--jobs $(JOBS)) $(if $(filter 1,$(UNSAFE)),--unsafe) $(if $(filter 0,$(ZYGOTE)),--no-zygote)
+		$(if $(STUDENT),--student "$(STUDENT)") $(if $(JOBS),--jobs $(JOBS)) $(if $(filter 1,$(UNSAFE)),--unsafe) $(if $(filter 0,$(ZYGOTE)),--no-zygote) \
+		$(if $(DUEDATE),--duedate "$(DUEDATE)") $(if $(EXTENSIONS),--extensions "$(EXTENSIONS)") \
+		$(if $(LATE),--late "$(LATE)") $(if $(PER_HOUR),--penalty-per-hour "$(PER_HOUR)")
+
+# Formgrader on a graded class: JupyterLab (as make lab starts it) with OUT as its root and course
+formgrade: $(STAMP)
+	@test -f "$(OUT)/nbgrader_config.py" -a -f "$(OUT)/gradebook.db" || \
+		{ echo "usage: make formgrade OUT=<the OUT of make grade> [PORT=8888]"; exit 2; }
+	cd "$(OUT)" && $(CURDIR)/$(VENV)/bin/jupyter lab --ip=127.0.0.1 --port=$(PORT) --ServerApp.port_retries=0 \
+		--ServerApp.root_dir=. --LabApp.default_url=/formgrader $(ALLOW_ROOT) $(LAB_ARGS)
+
+feedback: $(STAMP)
+	$(PY) -m course_lib.grading.feedback --out "$(OUT)"
+
+FORMAT ?= canvas
+export: $(STAMP)
+	$(PY) -m course_lib.grading.export --out "$(OUT)" --format "$(FORMAT)" $(if $(ROSTER),--roster "$(ROSTER)")
 
 validate: $(STAMP)
 	@test -n "$(NOTEBOOK)" || { echo "usage: make validate NOTEBOOK=assignments/ps1_gd_sgd/gd_sgd.ipynb"; exit 2; }
@@ -75,6 +96,10 @@ bench: $(STAMP)
 lecture: $(STAMP)
 	@test -n "$(NB)" || { echo "usage: make lecture NB=lectures/01_gd_sgd.ipynb"; exit 2; }
 	$(PIN_CPU) $(VENV)/bin/jupyter nbconvert --to notebook --execute --inplace "$(NB)"
+
+# the website: lectures with their stored outputs, released assignments, the API; nothing is executed
+site: $(STAMP)
+	$(PY) tools/site/build.py --out site
 
 constraints: $(STAMP)
 	{ sed -n '1,3p' constraints.txt; $(PY) -m pip freeze --exclude-editable | grep -vi '^course.lib'; } > constraints.tmp

@@ -7,7 +7,12 @@
   trusted workers (:mod:`~course_lib.grading.worker`)
 * ``python -m course_lib.grading.release``: regenerate ``assignments/`` (``make release``)
 * ``python -m course_lib.grading.validate NOTEBOOK``: a student's check (``make validate``)
-* :mod:`~course_lib.grading.feedback`: what the feedback HTML hides
+* :mod:`~course_lib.grading.feedback`: what the feedback HTML hides; ``make feedback``
+* after a run, ``OUT`` is an nbgrader course directory (:mod:`~course_lib.grading.course`;
+  ``make formgrade``) whose hand-entered grades survive reruns
+  (:mod:`~course_lib.grading.gradebook`), with due dates and late penalties
+  (:mod:`~course_lib.grading.late`), ``grades.csv`` (:mod:`~course_lib.grading.grades`) and
+  an LMS export (:mod:`~course_lib.grading.export`; ``make export``)
 
 This package imports nothing heavy itself: the sandbox's processes import their own
 modules below it and should not pay for nbgrader.
@@ -18,7 +23,8 @@ from __future__ import annotations
 import importlib
 
 _FROM_PIPELINE = ("CSV_COLUMNS", "GradeRow", "GradingError", "grade_submissions", "main")
-__all__ = [*_FROM_PIPELINE, "feedback", "pipeline", "pool", "release", "sandbox", "submissions", "validate", "worker"]
+__all__ = [*_FROM_PIPELINE, "course", "export", "feedback", "gradebook", "grades", "late", "pipeline", "pool",
+           "release", "sandbox", "submissions", "validate", "worker"]
 
 
 def __getattr__(name: str):

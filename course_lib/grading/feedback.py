@@ -6,9 +6,17 @@ quotes the lines around the failure, hidden ones included. :class:`HideHiddenTes
 shortens the traceback of such a cell to its last line (``AssertionError: message``),
 so hidden tests can be used again next year. It must run before ``ClearHiddenTests``
 (it looks for the hidden-test markers); ``nbgrader_config.py`` orders them.
+
+:func:`render` renders a course's feedback from its gradebook (``make feedback OUT=...``
+runs it on every graded student, after the TA's manual grading, manual scores and comments
+included).
 """
 
 from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
 
 from nbconvert.preprocessors import Preprocessor
 from traitlets import Bool
@@ -29,3 +37,50 @@ class HideHiddenTestTracebacks(Preprocessor):
                     message = f"{output.get('ename', 'Error')}: {output.get('evalue', '')}".rstrip(": ")
                     output["traceback"] = [message, "(the traceback is hidden: this cell holds hidden tests)"]
         return cell, resources
+
+
+def render(root: Path, assignment: str, students: list[str]) -> list[str]:
+    """Render the HTML feedback of ``students`` in the course at ``root`` (its
+    ``nbgrader_config.py`` and gradebook: manual scores and comments included, hidden tests
+    hidden) into ``root/feedback``; returns the students whose feedback failed."""
+    from nbgrader.converters import GenerateFeedback
+    from nbgrader.coursedir import CourseDirectory
+    from nbgrader.utils import capture_log
+
+    from course_lib.grading.course import load_config
+
+    config = load_config(root)
+    config.CourseDirectory.root = str(root)
+    failed = []
+    for student in students:
+        coursedir = CourseDirectory(config=config)
+        coursedir.assignment_id, coursedir.student_id = assignment, student
+        renderer = GenerateFeedback(coursedir=coursedir, config=config)
+        renderer.force = True
+        if not capture_log(renderer)["success"]:
+            failed.append(student)
+    return failed
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``make feedback OUT=...``: every graded student's feedback again, from the gradebook."""
+    parser = argparse.ArgumentParser(prog="python -m course_lib.grading.feedback", description=main.__doc__)
+    parser.add_argument("--out", required=True, type=Path, help="the output folder of make grade")
+    args = parser.parse_args(argv)
+    from course_lib.grading import grades
+
+    try:
+        rows = grades.refresh(args.out)
+    except FileNotFoundError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    graded = [r.student for r in rows if r.status == "graded"]
+    failed = render(args.out.resolve(), rows[0].assignment if rows else "", graded)
+    print(f"feedback for {len(graded) - len(failed)} students -> {args.out / 'feedback'}")
+    for s in failed:
+        print(f"  {s}: feedback could not be rendered", file=sys.stderr)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -80,6 +80,8 @@ def generate_release(assignment: str, out_root: Path, *, source_root: Path = REP
         course = Path(tmp)
         shutil.copytree(source_root / assignment, course / "source" / assignment,
                         ignore=shutil.ignore_patterns(".ipynb_checkpoints", "__pycache__"))
+        if (source_root.parent / "autotests.yml").is_file():  # where nbgrader looks: the course root
+            shutil.copy(source_root.parent / "autotests.yml", course / "autotests.yml")
         done = nbgrader(["generate_assignment", assignment, "--force"], course,
                         source="source", release="release")
         if done.returncode != 0:

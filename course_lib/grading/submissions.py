@@ -3,8 +3,10 @@
 What comes in is untrusted: a folder (or an LMS's zip) of ``<student>/<assignment>/*.ipynb``.
 
 * :func:`open_submissions` unpacks a zip safely (no absolute paths, no ``..``, no links,
-  bounded size) and finds the folder of student folders; :func:`student_folders` lists them;
-* :func:`check_submission` checks one student's folder (a valid id, the notebooks present,
+  bounded size; each folder without a ``timestamp.txt`` gets one from its newest entry's
+  time, the LMS's hand-in time) and finds the folder of student folders; :func:`student_folders` lists them;
+* :func:`check_submission` checks one student's folder (a valid id, a notebook present (a
+  missing one of several scores 0, as in nbgrader),
   valid nbformat 4 JSON, not oversized, from this assignment and not another) and notes
   edited locked cells;
 * :func:`repair` then gives each notebook exactly the graded cells of the release, once each,
@@ -33,6 +35,7 @@ from nbgrader.preprocessors import NbGraderPreprocessor
 from traitlets import List, Set, Unicode
 
 from course_lib.grading import sandbox
+from course_lib.grading.late import TIMESTAMP, zip_time
 from course_lib.grading.release import list_assignments
 
 STUDENT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]*$")
@@ -219,7 +222,7 @@ def _wrong_assignment(nb: nbformat.NotebookNode, name: str, assignment: str, src
     # (two assignments may share generic cell names such as "setup" or "part_a")
     if best is not None and len(cells & src.others[best]) > len(ours):
         return f"notebook is from assignment {best}"
-    if not ours:
+    if not ours and src.grade_ids[name]:  # a source without graded cells is graded 0/0, as nbgrader does
         return f"{name} has none of the cells of {assignment}"
     return None
 
@@ -235,7 +238,11 @@ def check_submission(folder: Path, student: str, assignment: str,
         return f"no folder {assignment}/ inside the student's folder", [], {}
     notes: list[str] = []
     repaired: dict[str, nbformat.NotebookNode] = {}
+    handed_in = [n for n in src.notebooks if (work / n).is_file() and not (work / n).is_symlink()]
     for name in src.notebooks:
+        if handed_in and name not in handed_in:  # nbgrader scores a missing notebook 0, grades the others
+            notes.append(f"notebook {name} is missing (scored 0)")
+            continue
         nb, reason = _read_notebook(work / name, name)
         reason = reason or _wrong_assignment(nb, name, assignment, src)
         if reason:
@@ -256,6 +263,7 @@ def unpack_zip(path: Path, dest: Path, assignment: str) -> Path:
     """Unpack an LMS export safely (no absolute paths, no '..', no links, bounded size) into
     ``dest``; returns the folder of student folders (inside one wrapping folder, if any)."""
     total = 0
+    times: dict[Path, tuple] = {}  # each folder -> its newest entry's time
     try:
         with zipfile.ZipFile(path) as archive:
             for info in archive.infolist():
@@ -270,8 +278,13 @@ def unpack_zip(path: Path, dest: Path, assignment: str) -> Path:
                 target.parent.mkdir(parents=True, exist_ok=True)
                 with archive.open(info) as src, open(target, "wb") as dst:
                     shutil.copyfileobj(src, dst)
+                if target.suffix == ".ipynb":
+                    times[target.parent] = max(times.get(target.parent, info.date_time), info.date_time)
     except zipfile.BadZipFile as err:
         raise GradingError(f"submissions {str(path)!r} is not a readable zip file") from err
+    for folder, when in times.items():  # the LMS's hand-in time, where no timestamp.txt says it
+        if not (folder / TIMESTAMP).exists():
+            (folder / TIMESTAMP).write_text(zip_time(when) + "\n", encoding="utf-8")
     entries = [p for p in dest.iterdir() if not p.name.startswith((".", "__MACOSX"))]
     if len(entries) == 1 and entries[0].is_dir() and not (entries[0] / assignment).is_dir():
         return entries[0]  # one wrapping folder around the student folders

@@ -17,7 +17,9 @@ The library's public API, in the order of the lectures:
   batch losses of standard, adversarial and noise-augmented training (IBP and CROWN-IBP training's
   are in :mod:`course_lib.certified_losses`), and
   :mod:`course_lib.evaluation`: ``accuracy(...)``, the one accuracy loop (also ``cl.train.accuracy``)
-* :mod:`course_lib.attacks`: FGSM and PGD (lectures 2 and 3); :mod:`course_lib.zoo`: trained models
+* :mod:`course_lib.attacks`: FGSM and PGD (lectures 2 and 3), APGD (:mod:`course_lib.apgd`) and the
+  worst case over attacks (:mod:`course_lib.robust_evaluation`), on :mod:`course_lib.attack_base`
+  (the input contract, the CE / margin / DLR losses); :mod:`course_lib.zoo`: trained models
 * :mod:`course_lib.ibp`: interval bound propagation and certification (lecture 4), on
   :mod:`course_lib.layers` (the table of layer types: each one's interval rule and sound-rounding
   rule) and :mod:`course_lib.intervals` (the input box, one-layer interval helpers), with
@@ -33,6 +35,12 @@ The library's public API, in the order of the lectures:
   attack on it (lecture 6)
 * :mod:`course_lib.backdoor`, :mod:`course_lib.keyed_backdoor`: BadNets-style backdoors and an
   undetectable, keyed one (lecture 7)
+* :mod:`course_lib.blackbox`: zeroth-order gradient estimates, NES and Square under a query budget;
+  :mod:`course_lib.gradient_masking`: defences that mask gradients, BPDA and EOT (lecture 8)
+* :mod:`course_lib.feature_collision`, :mod:`course_lib.transfer_poisoning`: clean-label poisoning
+  of a network; :mod:`course_lib.backdoor_defences`: spectral signatures, activation clustering;
+  :mod:`course_lib.certified_training`: certified training against poisoning, on
+  :mod:`course_lib.interval_gradients` and :mod:`course_lib.descent_bounds` (lecture 10)
 
 Arguments are checked by one policy (:mod:`course_lib._checks`): a Python or NumPy number or a
 0-d tensor wherever a number is expected, never a bool; a bad argument is an error that names it.
@@ -54,10 +62,12 @@ import importlib.abc
 import importlib.util
 import sys
 
-__all__ = ["attacks", "backdoor", "certified_losses", "crown", "crown_sound", "data", "device", "evaluation", "generator",
-           "get_device", "grading", "ibp", "intervals", "keyed_backdoor", "layers", "losses", "models", "objectives",
-           "optim", "poisoning", "rounding", "specification",
-           "seed_everything", "setup", "smoothing", "smoothing_2d", "svm", "train", "verification", "widgets", "zoo"]
+__all__ = ["apgd", "attack_base", "attacks", "backdoor", "backdoor_defences", "blackbox", "certified_losses",
+           "certified_training", "crown", "crown_sound", "data", "descent_bounds", "device", "evaluation",
+           "feature_collision", "generator", "get_device", "gradient_masking", "grading", "ibp", "interval_gradients",
+           "intervals", "keyed_backdoor", "layers", "losses", "models", "objectives", "optim", "poisoning",
+           "robust_evaluation", "rounding", "specification", "seed_everything", "setup", "smoothing", "smoothing_2d",
+           "svm", "train", "transfer_poisoning", "verification", "widgets", "zoo"]
 __version__ = "0.1.0"
 
 _FROM_DEVICE = ("generator", "get_device", "seed_everything", "setup")

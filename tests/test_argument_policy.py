@@ -31,7 +31,8 @@ TESTS = Path(__file__).resolve().parent
 # parameter names that hold a count or a radius wherever the library uses them
 COUNTS_AND_RADII = {"eps", "eps_max", "alpha", "sigma", "steps", "epochs", "n", "n0", "num_classes", "batch_size",
                     "num_samples", "restarts", "ramp_batches", "rate", "tag_bits", "step_size", "max_iter", "C",
-                    "resolution", "size", "pgd_steps", "gamma", "lr"}
+                    "resolution", "size", "pgd_steps", "gamma", "lr", "queries", "num_queries", "p_init",
+                    "levels", "temperature", "components"}
 # Parameters with such a name that are not a number a user passes, and why
 NOT_A_USER_NUMBER = {
     ("course_lib.svm.support_sets", "alpha"): "the SVM's dual variables, an array",

@@ -12,7 +12,8 @@
 #   make export OUT=<dir> FORMAT=canvas|csv [ROSTER=<csv>]   the grades for a learning-management system
 #   make validate NOTEBOOK=<path>   a student's check before hand-in
 #   make lecture NB=lectures/01_gd_sgd.ipynb   re-execute one notebook in place
-#   make bench               speed ratios (benchmarks/): PGD vs torchattacks, IBP and CERTIFY vs a forward pass
+#   make bench               speed ratios (benchmarks/): PGD, APGD and Square vs torchattacks, IBP and CERTIFY vs a forward
+#                            pass, a black-box query and a feature-collision step vs a forward(+backward), certified training
 #   make site                the course website in site/ (Sphinx + MyST-NB), from the stored outputs, offline
 
 SHELL := /bin/bash
@@ -92,6 +93,9 @@ bench: $(STAMP)
 	$(PY) -m pip install --quiet --no-deps "$(TORCHATTACKS)"
 	$(PY) benchmarks/attacks.py
 	$(PY) benchmarks/certify.py
+	$(PY) benchmarks/blackbox.py
+	$(PY) benchmarks/feature_collision.py
+	$(PY) benchmarks/certified_training.py
 
 lecture: $(STAMP)
 	@test -n "$(NB)" || { echo "usage: make lecture NB=lectures/01_gd_sgd.ipynb"; exit 2; }

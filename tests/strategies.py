@@ -67,3 +67,22 @@ def random_box(seed: int, shape: tuple[int, ...], *, width: float = 1.0, dtype: 
     g = torch.Generator().manual_seed(seed)
     lower = torch.randn(*shape, generator=g, dtype=dtype)
     return lower, lower + width * torch.rand(*shape, generator=g, dtype=dtype)
+
+
+def small_model(seed: int, kind: str, shape=(1, 6, 6), classes=4) -> nn.Module:
+    """A tiny seeded classifier of images ``shape``: a one-conv CNN (``kind="cnn"``) or a 16-unit MLP."""
+    torch.manual_seed(seed)
+    if kind == "cnn":
+        return nn.Sequential(nn.Conv2d(shape[0], 3, 3, padding=1), nn.ReLU(), nn.Flatten(),
+                             nn.Linear(3 * shape[1] * shape[2], classes))
+    from course_lib import models
+    return models.mlp(shape, classes, hidden=(16,))
+
+
+def image_batch(seed: int, n=8, shape=(1, 6, 6), classes=4) -> tuple[torch.Tensor, torch.Tensor]:
+    """``n`` seeded images in [0, 1] with random labels; the first lies on the box's face 0, the second on 1."""
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.rand(n, *shape, generator=gen)
+    x[0] = 0.0  # examples on the box's faces: clipping must be active somewhere
+    x[1] = 1.0
+    return x, torch.randint(0, classes, (n,), generator=gen)

@@ -11,26 +11,15 @@ from torch import nn
 from course_lib import apgd as apgd_module
 from course_lib import attacks, models, train
 from course_lib.data import load_dataset
+from strategies import image_batch, small_model
 
 pytestmark = pytest.mark.attacks
 
 TOL = 1e-6  # float32 rounding of (x + delta) - x
 
 
-def _random_model(seed: int, kind: str, shape=(1, 6, 6), classes=4) -> nn.Module:
-    torch.manual_seed(seed)
-    if kind == "cnn":
-        return nn.Sequential(nn.Conv2d(shape[0], 3, 3, padding=1), nn.ReLU(), nn.Flatten(),
-                             nn.Linear(3 * shape[1] * shape[2], classes))
-    return models.mlp(shape, classes, hidden=(16,))
-
-
-def _batch(seed: int, n=8, shape=(1, 6, 6), classes=4):
-    gen = torch.Generator().manual_seed(seed)
-    x = torch.rand(n, *shape, generator=gen)
-    x[0] = 0.0  # examples on the box's faces: clipping must be active somewhere
-    x[1] = 1.0
-    return x, torch.randint(0, classes, (n,), generator=gen)
+_random_model = small_model
+_batch = image_batch
 
 
 def _distance(x, x_adv, norm):

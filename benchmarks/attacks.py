@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 
 import course_lib as cl
-from timing import timed  # benchmarks/timing.py
+from timing import bench_device, timed  # benchmarks/timing.py
 
 
 def bare_loop(model, x, y, steps):
@@ -50,10 +50,7 @@ def main() -> None:
     args = parser.parse_args()
     import torchattacks  # benchmark-only dependency: `make bench` installs it
 
-    device = cl.get_device(args.device)
-    if device.type == "cpu":
-        torch.set_num_threads(1)
-    cl.seed_everything(0)
+    device = bench_device(args.device)
     data = cl.data.load_dataset("mnist5k")
     x, y = (t[: args.batch_size].to(device) for t in data.test.tensors)
     model = cl.models.cnn(data.input_shape, data.num_classes).to(device).eval()

@@ -26,7 +26,7 @@ import statistics
 import torch
 
 import course_lib as cl
-from timing import timed  # benchmarks/timing.py
+from timing import bench_device, timed  # benchmarks/timing.py
 
 
 class CallLog(torch.nn.Module):
@@ -74,10 +74,7 @@ def main() -> None:
 
     from course_lib import blackbox  # noqa: E402 (lazily: written alongside this benchmark)
 
-    device = cl.get_device(args.device)
-    if device.type == "cpu":
-        torch.set_num_threads(1)
-    cl.seed_everything(0)
+    device = bench_device(args.device)
     data = cl.data.load_dataset("mnist5k")
     x, y = (t[: args.batch_size].to(device) for t in data.test.tensors)
     model = cl.zoo.load("mnist5k_pgd", device=device).eval()

@@ -57,7 +57,7 @@ import course_lib as cl
 from course_lib import crown, ibp, layers
 from course_lib.specification import margin_spec
 from course_lib.smoothing import Smooth
-from timing import timed  # benchmarks/timing.py
+from timing import bench_device, timed  # benchmarks/timing.py
 
 
 def wide_cnn(num_classes: int = 10) -> nn.Sequential:
@@ -239,10 +239,7 @@ def main() -> None:
     parser.add_argument("--crown-cnn-batch", type=int, default=4,
                         help="batch of method='crown' on the CNN (seconds per example on one CPU thread)")
     args = parser.parse_args()
-    device = cl.get_device(args.device)
-    if device.type == "cpu":
-        torch.set_num_threads(1)
-    cl.seed_everything(0)
+    device = bench_device(args.device)
     gpu = device.type == "cuda"
     mnist = (1, 28, 28)
     if args.only in (None, "ibp"):

@@ -27,7 +27,7 @@ import torch
 
 import course_lib as cl
 from course_lib import feature_collision as fc
-from timing import timed  # benchmarks/timing.py
+from timing import bench_device, timed  # benchmarks/timing.py
 
 
 def bare_loop(extractor, poison, target_features, steps):
@@ -47,10 +47,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20)
     args = parser.parse_args()
 
-    device = cl.get_device(args.device)
-    if device.type == "cpu":
-        torch.set_num_threads(1)
-    cl.seed_everything(0)
+    device = bench_device(args.device)
     data = cl.data.load_dataset("mnist5k")
     x = data.test.tensors[0]
     n = args.batch_size

@@ -209,6 +209,11 @@ def copy_mathjax(static: Path) -> None:
     shutil.copy2(es5.parent / "LICENSE", dest / "LICENSE")
 
 
+def _course_order(path: Path) -> list:
+    """Sort key in course order: ``ps2_...`` before ``ps10_...`` (the numbers compared as numbers)."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", path.as_posix())]
+
+
 def stage(src: Path) -> dict:
     """Lay out the whole Sphinx source folder under ``src``; return what went in."""
     src.mkdir(parents=True, exist_ok=True)
@@ -217,7 +222,7 @@ def stage(src: Path) -> dict:
         nb = stage_notebook(path, src / "lectures" / path.name)
         lectures.append((f"lectures/{path.stem}", notebook_title(nb, path.stem), notebook_summary(nb)))
     assignments = []
-    for path in sorted((ROOT / "assignments").glob("*/*.ipynb")):
+    for path in sorted((ROOT / "assignments").glob("*/*.ipynb"), key=_course_order):
         if ".ipynb_checkpoints" in path.parts:
             continue
         rel = path.relative_to(ROOT)

@@ -41,6 +41,9 @@ The library's public API, in the order of the lectures:
   of a network; :mod:`course_lib.backdoor_defences`: spectral signatures, activation clustering;
   :mod:`course_lib.certified_training`: certified training against poisoning, on
   :mod:`course_lib.interval_gradients` and :mod:`course_lib.descent_bounds` (lecture 10)
+* :mod:`course_lib.language_model`: a small character-level language model, greedy generation and its
+  training corpus, shipped by :mod:`course_lib.chat_zoo`; :mod:`course_lib.jailbreak`: the target loss
+  and GCG; :mod:`course_lib.smoothllm`: SmoothLLM's perturbations, vote and guarantee (lecture 9)
 
 Arguments are checked by one policy (:mod:`course_lib._checks`): a Python or NumPy number or a
 0-d tensor wherever a number is expected, never a bool; a bad argument is an error that names it.
@@ -63,11 +66,12 @@ import importlib.util
 import sys
 
 __all__ = ["apgd", "attack_base", "attacks", "backdoor", "backdoor_defences", "blackbox", "certified_losses",
-           "certified_training", "crown", "crown_sound", "data", "descent_bounds", "device", "evaluation",
+           "certified_training", "chat_zoo", "crown", "crown_sound", "data", "descent_bounds", "device", "evaluation",
            "feature_collision", "generator", "get_device", "gradient_masking", "grading", "ibp", "interval_gradients",
-           "intervals", "keyed_backdoor", "layers", "losses", "models", "objectives", "optim", "poisoning",
-           "robust_evaluation", "rounding", "specification", "seed_everything", "setup", "smoothing", "smoothing_2d",
-           "svm", "train", "transfer_poisoning", "verification", "widgets", "zoo"]
+           "intervals", "jailbreak", "keyed_backdoor", "language_model", "layers", "losses", "models", "objectives",
+           "optim", "poisoning", "robust_evaluation", "rounding", "seed_everything", "setup", "smoothing",
+           "smoothing_2d", "smoothllm", "specification", "svm", "train", "transfer_poisoning", "verification",
+           "widgets", "zoo"]
 __version__ = "0.1.0"
 
 _FROM_DEVICE = ("generator", "get_device", "seed_everything", "setup")

@@ -86,3 +86,16 @@ def image_batch(seed: int, n=8, shape=(1, 6, 6), classes=4) -> tuple[torch.Tenso
     x[0] = 0.0  # examples on the box's faces: clipping must be active somewhere
     x[1] = 1.0
     return x, torch.randint(0, classes, (n,), generator=gen)
+
+
+def classified_case() -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
+    """A 36-16-3 MLP, four 6x6 images (the first on the box's face 0) and the model's own labels,
+    so every example starts correctly classified: the widgets' tests draw attacks on it."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(36, 16), nn.ReLU(), nn.Linear(16, 3))
+    gen = torch.Generator().manual_seed(1)
+    x = torch.rand(4, 1, 6, 6, generator=gen)
+    x[0] = 0.0  # on the box's face: clipping is active
+    with torch.no_grad():
+        y = model(x).argmax(1)
+    return model, x, y

@@ -79,20 +79,27 @@ def _kind(grade) -> str:
     return "task" if isinstance(grade.cell, TaskCell) else grade.cell.cell_type
 
 
+def _submissions(gb, assignment: str, students: list[str]):
+    """``(student, submission)`` for each student who has a submission of ``assignment`` in ``gb``."""
+    from nbgrader.api import MissingEntry
+
+    for student in students:
+        try:
+            yield student, gb.find_submission(assignment, student)
+        except MissingEntry:
+            continue
+
+
 def manual_record(db: Path, assignment: str, students: list[str]) -> dict[str, StudentRecord]:
     """The hand-entered grades of ``students`` in the gradebook at ``db`` (an earlier run's;
     missing: none), by student."""
-    from nbgrader.api import Gradebook, MissingEntry
+    from nbgrader.api import Gradebook
 
     result: dict[str, StudentRecord] = {}
     if not db.is_file():
         return result
     with Gradebook(f"sqlite:///{db}") as gb:
-        for s in students:
-            try:
-                sub = gb.find_submission(assignment, s)
-            except MissingEntry:
-                continue
+        for s, sub in _submissions(gb, assignment, students):
             record = StudentRecord(flagged={nb.name for nb in sub.notebooks if nb.flagged})
             for nb in sub.notebooks:
                 for g in nb.grades:
@@ -148,14 +155,10 @@ def drop_submission(db: Path, assignment: str, student: str) -> None:
 def assign_penalties(db: Path, assignment: str, students: list[str], policy: LatePolicy) -> None:
     """Each notebook's late penalty from its current score (manual scores included), as
     nbgrader's ``AssignLatePenalties`` computes it at autograde time."""
-    from nbgrader.api import Gradebook, MissingEntry
+    from nbgrader.api import Gradebook
 
     with Gradebook(f"sqlite:///{db}") as gb:
-        for s in students:
-            try:
-                sub = gb.find_submission(assignment, s)
-            except MissingEntry:
-                continue
+        for _, sub in _submissions(gb, assignment, students):
             late = sub.total_seconds_late
             for nb in sub.notebooks:
                 nb.late_submission_penalty = policy.penalty(float(nb.score), late)

@@ -3,10 +3,10 @@ import numpy as np
 import pytest
 import torch
 from matplotlib.figure import Figure
-from torch import nn
 
 from course_lib import attacks
 from course_lib.widgets import attacks as attack_widgets
+from strategies import classified_case
 
 matplotlib.use("Agg")  # no display in tests (conftest does it too)
 
@@ -15,14 +15,7 @@ pytestmark = pytest.mark.attacks
 
 @pytest.fixture(scope="module")
 def setup():
-    torch.manual_seed(0)
-    model = nn.Sequential(nn.Flatten(), nn.Linear(36, 16), nn.ReLU(), nn.Linear(16, 3))
-    gen = torch.Generator().manual_seed(1)
-    x = torch.rand(4, 1, 6, 6, generator=gen)
-    x[0] = 0.0  # on the box's face: clipping is active
-    with torch.no_grad():
-        y = model(x).argmax(1)  # every example starts correctly classified
-    return model, x, y
+    return classified_case()  # tests/strategies.py
 
 
 def _axes(n):

@@ -6,6 +6,7 @@ from torch import nn
 from course_lib import blackbox
 from course_lib.widgets import blackbox as blackbox_widgets
 from course_lib.widgets.attacks import predict
+from strategies import classified_case
 
 matplotlib.use("Agg")  # no display in tests (conftest does it too)
 
@@ -14,14 +15,7 @@ pytestmark = pytest.mark.attacks
 
 @pytest.fixture(scope="module")
 def setup():
-    torch.manual_seed(0)
-    model = nn.Sequential(nn.Flatten(), nn.Linear(36, 16), nn.ReLU(), nn.Linear(16, 3))
-    gen = torch.Generator().manual_seed(1)
-    x = torch.rand(4, 1, 6, 6, generator=gen)
-    x[0] = 0.0  # on the box's face: clipping is active
-    with torch.no_grad():
-        y = model(x).argmax(1)  # every example starts correctly classified
-    return model, x, y
+    return classified_case()  # tests/strategies.py
 
 
 def test_budget_ladder_is_1_2_5_up_to_the_maximum():

@@ -78,6 +78,13 @@ def _check_batch(x: Tensor, x_adv: Tensor | None, y: Tensor) -> None:
                          f"{tuple(y.shape) if isinstance(y, Tensor) else type(y).__name__}")
 
 
+def _check_clean_batch(x: Tensor, y: Tensor) -> None:
+    """What an explorer attacks: images as :func:`_check_batch` wants them, with values in [0, 1]."""
+    _check_batch(x, None, y)
+    if not (x.min() >= 0 and x.max() <= 1):  # also catches nan
+        raise ValueError("x must lie in [0, 1]; undo normalization first")
+
+
 def plot_attack(model: nn.Module, x: Tensor, x_adv: Tensor, y: Tensor, *,
                 classes: Sequence[str] | None = None, axes: np.ndarray | None = None,
                 figsize: tuple[float, float] | None = None) -> np.ndarray:
@@ -234,9 +241,7 @@ def eps_explorer(model: nn.Module, x: Tensor, y: Tensor, *, eps: float = 0.1, ep
         >>> bool((explorer.x_adv - x).abs().max() <= 0.1 + 1e-6), 0 <= explorer.correct <= 2
         (True, True)
     """
-    _check_batch(x, None, y)
-    if not (x.min() >= 0 and x.max() <= 1):  # also catches nan
-        raise ValueError("x must lie in [0, 1]; undo normalization first")
+    _check_clean_batch(x, y)
     eps_max = _checks.number(eps_max, "eps_max", gt=0)
     eps = _checks.number(eps, "eps", ge=0, le=eps_max)
     attack = _checks.choice(attack, "attack", ATTACKS)

@@ -19,7 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from course_lib import _checks, blackbox
-from course_lib.widgets.attacks import _check_batch, plot_attack, predict
+from course_lib.widgets.attacks import _check_clean_batch, plot_attack, predict
 from course_lib.widgets.explorer import Explorer, eps_slider, new_figure
 
 ATTACKS = ("Square", "NES")
@@ -138,9 +138,7 @@ def query_explorer(model: nn.Module, x: Tensor, y: Tensor, *, queries: int = 100
         >>> bool((explorer.x_adv - x).abs().max() <= 0.1 + 1e-6), bool((explorer.used <= 50).all())
         (True, True)
     """
-    _check_batch(x, None, y)
-    if not (x.min() >= 0 and x.max() <= 1):  # also catches nan
-        raise ValueError("x must lie in [0, 1]; undo normalization first")
+    _check_clean_batch(x, y)
     max_queries = _checks.integer(max_queries, "max_queries", ge=1)
     queries = _checks.integer(queries, "queries", ge=1, le=max_queries)
     eps_max = _checks.number(eps_max, "eps_max", gt=0)

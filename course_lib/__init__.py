@@ -43,7 +43,8 @@ The library's public API, in the order of the lectures:
   :mod:`course_lib.interval_gradients` and :mod:`course_lib.descent_bounds` (lecture 10)
 * :mod:`course_lib.language_model`: a small character-level language model, greedy generation and its
   training corpus, shipped by :mod:`course_lib.chat_zoo`; :mod:`course_lib.jailbreak`: the target loss
-  and GCG; :mod:`course_lib.smoothllm`: SmoothLLM's perturbations, vote and guarantee (lecture 9)
+  and GCG; :mod:`course_lib.smoothllm`: SmoothLLM's perturbations, vote and guarantee;
+  :mod:`course_lib.k_instability`: the guarantee's hypothesis, measured (lecture 9)
 
 Arguments are checked by one policy (:mod:`course_lib._checks`): a Python or NumPy number or a
 0-d tensor wherever a number is expected, never a bool; a bad argument is an error that names it.
@@ -68,7 +69,7 @@ import sys
 __all__ = ["apgd", "attack_base", "attacks", "backdoor", "backdoor_defences", "blackbox", "certified_losses",
            "certified_training", "chat_zoo", "crown", "crown_sound", "data", "descent_bounds", "device", "evaluation",
            "feature_collision", "generator", "get_device", "gradient_masking", "grading", "ibp", "interval_gradients",
-           "intervals", "jailbreak", "keyed_backdoor", "language_model", "layers", "losses", "models", "objectives",
+           "intervals", "jailbreak", "k_instability", "keyed_backdoor", "language_model", "layers", "losses", "models", "objectives",
            "optim", "poisoning", "robust_evaluation", "rounding", "seed_everything", "setup", "smoothing",
            "smoothing_2d", "smoothllm", "specification", "svm", "train", "transfer_poisoning", "verification",
            "widgets", "zoo"]

@@ -440,7 +440,61 @@ def _policy_cases():
         (lambda v: vote(q=v), "q", 25.0, fp_eq),
         (lambda v: vote(num_copies=v), "num_copies", 3, fp_eq),
         (lambda v: vote(max_new_tokens=v), "max_new_tokens", 8, fp_eq),
+        (lambda v: smoothllm.jailbreak_rates(lambda ps: ["Sure"] * len(ps), ["ab zz"], "swap", v, [1]), "q", 20.0, fp_eq),
     ]
+
+
+# ---------------------------------------------------------------- Hamming-distance law, rates for several N
+
+@pytest.mark.parametrize("kind", ["swap", "patch"])
+def test_changed_law_matches_monte_carlo_of_the_hamming_distance(kind):
+    rng = random.Random(11)
+    text = "".join(rng.choice(ALPHABET) for _ in range(40))  # printable: a redraw can repeat a character
+    m, s, q, trials = 40, 12, 30, 40000
+    counts = [0] * (num_perturbed(m, q) + 1)
+    for _ in range(trials):
+        out = perturb(text, q, kind, rng=rng)
+        counts[sum(a != b for a, b in zip(text[-s:], out[-s:]))] += 1
+    law = suffix_change_distribution(m, s, q, kind, changed=True)
+    assert math.isclose(sum(law), 1.0, abs_tol=1e-12)
+    for j, c in enumerate(counts):
+        sd = math.sqrt(trials * law[j] * (1 - law[j])) + 1
+        assert abs(c - trials * law[j]) < 5 * sd, (j, c, trials * law[j])
+    perturbed = suffix_change_distribution(m, s, q, kind)
+    assert defense_success_probability(5, q, m, s, 3, kind, changed=True) <= defense_success_probability(5, q, m, s, 3, kind)
+    assert perturbed != law  # thinning moves mass towards fewer changed characters
+
+
+def test_changed_law_is_the_binomial_thinning_of_the_perturbed_one():
+    perturbed = suffix_change_distribution(50, 20, 20, "swap")
+    thinned = [sum(p * scipy.stats.binom.pmf(i, j, 0.99) for j, p in enumerate(perturbed)) for i in range(len(perturbed))]
+    assert all(math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-15)
+               for a, b in zip(suffix_change_distribution(50, 20, 20, "swap", changed=True), thinned))
+    assert suffix_change_distribution(50, 20, 20, "insert", changed=True) == suffix_change_distribution(50, 20, 20, "insert")
+
+
+def test_jailbreak_rates_votes_each_n_on_its_first_copies():
+    seen = []
+
+    def model(prompts):  # jailbroken when the copy still holds the marker "zz"
+        seen.extend(prompts)
+        return ["Sure" if "zz" in p else "I cannot." for p in prompts]
+
+    prompts = [f"request {i:02d} zz" for i in range(40)]
+    rates = smoothllm.jailbreak_rates(model, prompts, "swap", 20, [1, 3, 4, 7], rng=random.Random(5))
+    assert len(seen) == 40 * 7
+    rows = [["zz" in c for c in seen[i * 7:(i + 1) * 7]] for i in range(40)]
+    assert rates["copy"] == sum(map(sum, rows)) / 280
+    for n in (1, 3, 4, 7):
+        assert rates[n] == sum(sum(r[:n]) * 2 > n for r in rows) / 40
+    assert smoothllm.jailbreak_rates(lambda ps: ["I cannot."] * len(ps), prompts, "patch", 10, [1, 5]) == \
+        {"copy": 0.0, 1: 0.0, 5: 0.0}
+    assert smoothllm.jailbreak_rates(lambda ps: ["Sure"] * len(ps), prompts, "insert", 10, [2, 5]) == \
+        {"copy": 1.0, 2: 1.0, 5: 1.0}
+    with pytest.raises(ArgumentError, match="num_copies"):
+        smoothllm.jailbreak_rates(model, prompts, "swap", 10, [0])
+    with pytest.raises(ArgumentError, match="prompts"):
+        smoothllm.jailbreak_rates(model, [], "swap", 10, [1])
 
 
 @pytest.mark.parametrize("case", range(len(_policy_cases())))

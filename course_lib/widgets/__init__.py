@@ -9,6 +9,7 @@ One module per lecture topic, all on :mod:`course_lib.widgets.explorer`:
 * :mod:`~course_lib.widgets.smoothing`: the smoothed classifier and Neyman-Pearson (lecture 5)
 * :mod:`~course_lib.widgets.poisoning`: the poison point's path and boundary (lecture 6)
 * :mod:`~course_lib.widgets.blackbox`: the query-budget explorer of black-box attacks (lecture 8)
+* :mod:`~course_lib.widgets.smoothllm`: SmoothLLM's copies and vote, q and N sliders (lecture 9)
 * :mod:`~course_lib.widgets.poisoning_deep`: margins certified against k poisoned points, a k slider (lecture 10)
 
 Submodules load on first use (``cl.widgets.attacks``), like :mod:`course_lib` itself.
@@ -18,7 +19,7 @@ from __future__ import annotations
 
 import importlib
 
-__all__ = ["attacks", "blackbox", "explorer", "ibp", "plots", "poisoning", "poisoning_deep", "sgd", "sgd_explorer", "smoothing"]
+__all__ = ["attacks", "blackbox", "explorer", "ibp", "plots", "poisoning", "poisoning_deep", "sgd", "sgd_explorer", "smoothing", "smoothllm"]
 
 
 def __getattr__(name: str):

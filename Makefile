@@ -2,7 +2,7 @@
 # it is missing or older than pyproject.toml/constraints.txt, then does its job.
 #
 #   make lab                 JupyterLab 4 on 127.0.0.1:$(PORT), opened on lectures/
-#   make test                the whole test suite (what CI runs)
+#   make test [PYTEST_WORKERS=2] [PYTEST_ARGS=]   the whole test suite (what CI runs), on 2 workers
 #   make release             regenerate assignments/ from solutions/ (nbgrader)
 #   make grade SUBMISSIONS=<dir|zip> ASSIGNMENT=<name> OUT=<dir> [STUDENT=] [JOBS=] [UNSAFE=1] [ZYGOTE=0]
 #              [DUEDATE=] [EXTENSIONS=<csv>] [LATE=none|zero|per_hour] [PER_HOUR=<points>]
@@ -27,6 +27,9 @@ SUBMISSIONS ?=
 ASSIGNMENT ?=
 OUT ?= grading_out
 PYTEST_ARGS ?=
+# make test's pytest-xdist workers: 2 fit the 2-core budget machine; auto: one per CPU;
+# 0: none, the tests run in make's own pytest process (what --pdb needs)
+PYTEST_WORKERS ?= 2
 # Jupyter refuses to run as root unless told (containers, CI); a normal user gets nothing extra
 ALLOW_ROOT := $(if $(filter 0,$(shell id -u)),--allow-root)
 # the venv's programs (jupyter, nbgrader, alembic) first, without activating it
@@ -53,8 +56,10 @@ lab: $(STAMP)
 	$(VENV)/bin/jupyter lab --ip=127.0.0.1 --port=$(PORT) --ServerApp.port_retries=0 \
 		--ServerApp.root_dir="$(CURDIR)" --LabApp.default_url=/lab/tree/lectures $(ALLOW_ROOT) $(LAB_ARGS)
 
+# -n $(PYTEST_WORKERS) with pyproject's --dist loadfile: each file (a notebook's cells, a module's
+# fixtures) stays on one worker, in order
 test: $(STAMP)
-	$(PIN_CPU) $(PY) -m pytest tests $(wildcard lectures solutions) --nbval --nbval-current-env \
+	$(PIN_CPU) $(PY) -m pytest -n $(PYTEST_WORKERS) tests $(wildcard lectures solutions) --nbval --nbval-current-env \
 		--nbval-sanitize-with tests/nbval_sanitize.cfg --nbval-cell-timeout=300 $(PYTEST_ARGS)
 
 release: $(STAMP)

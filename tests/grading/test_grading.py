@@ -17,6 +17,7 @@ import shutil
 import subprocess
 import sys
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 
 import nbformat
@@ -158,13 +159,69 @@ def _html_text(path: Path) -> str:
     return html.unescape(re.sub(r"<[^>]+>", "", path.read_text(encoding="utf-8")))
 
 
-def _snapshot(root: Path) -> dict[str, str]:
-    """A hash of every file under ``root`` (what must not change during grading)."""
+VENV = Path(sys.prefix).resolve()
+CACHES = {"__pycache__", ".pytest_cache"}  # written by any Python process and pytest run, this one or not
+GUARDED = (".git/", "course_lib/")  # every file counts here, git-ignored or not: code git or Python runs
+
+
+def _snapshot(root: Path, counts: Callable[[str], bool] = lambda rel: True) -> dict[str, str]:
+    """A hash of every file under ``root`` whose path (relative, with '/') ``counts``: a link
+    by its target, caches and the venv left out (what must not change during grading)."""
     result = {}
-    for path in sorted(root.rglob("*")):
-        parts = path.relative_to(root).parts
-        if path.is_file() and not path.is_symlink() and not {".pytest_cache", "__pycache__", ".venv"} & set(parts):
-            result[str(path.relative_to(root))] = hashlib.sha256(path.read_bytes()).hexdigest()
+    for folder, dirs, files in os.walk(root):
+        links = [d for d in dirs if os.path.islink(os.path.join(folder, d))]
+        dirs[:] = [d for d in dirs if d not in CACHES and d != ".venv" and d not in links
+                   and Path(folder, d).resolve() != VENV]
+        for name in files + links:
+            path = Path(folder, name)
+            rel = path.relative_to(root).as_posix()
+            if counts(rel):
+                result[rel] = ("-> " + os.readlink(path) if path.is_symlink()
+                               else hashlib.sha256(path.read_bytes()).hexdigest())
+    return result
+
+
+def _git_ignored(root: Path) -> tuple[set[str], tuple[str, ...]] | None:
+    """The untracked files and folders (these ending in '/') that git ignores under ``root``,
+    relative to it; None where ``root`` is no git checkout (then nothing is ignored)."""
+    try:
+        done = subprocess.run(["git", "-C", str(root), "ls-files", "-z", "--others", "--ignored",
+                               "--exclude-standard", "--directory"], capture_output=True, timeout=120)
+    except OSError:
+        return None
+    if done.returncode != 0:
+        return None
+    paths = [p for p in done.stdout.decode().split("\0") if p]
+    return {p for p in paths if not p.endswith("/")}, tuple(p for p in paths if p.endswith("/"))
+
+
+def _project_snapshot() -> dict[str, str]:
+    """The project's files a submission must not touch: every file git tracks, every new one
+    it would see (not ignored: ``pwned.txt``, a ``conftest.py``), and everything under .git/
+    and course_lib/. Git-ignored outputs elsewhere (the ``gradebook.db`` that the lab's
+    Formgrader in tests/test_lab.py makes in a fresh clone, ``site/``, logs, the egg-info) are
+    left out: other tests, on another pytest-xdist worker, may write them while the class is
+    graded. The hostile submissions' own targets among them are checked by name in
+    test_nothing_outside_the_sandbox_changes."""
+    ignored = _git_ignored(REPO)
+    if ignored is None:
+        return _snapshot(REPO)
+    files, folders = ignored
+
+    def counts(rel: str) -> bool:
+        return rel.startswith(GUARDED) or not (rel in files or rel.startswith(folders))
+    return _snapshot(REPO, counts)
+
+
+def _venv_listing() -> dict[str, tuple[int, int]]:
+    """(size, modification time in ns) of every file in the venv, bytecode caches left out: a
+    cheap record of its gigabytes that shows any file added, removed or written."""
+    result = {}
+    for folder, dirs, files in os.walk(VENV):
+        dirs[:] = [d for d in dirs if d != "__pycache__"]
+        for name in files:
+            stat = os.lstat(os.path.join(folder, name))
+            result[os.path.relpath(os.path.join(folder, name), VENV)] = (stat.st_size, stat.st_mtime_ns)
     return result
 
 
@@ -248,10 +305,12 @@ def graded(tmp_path_factory):
         pytest.skip(f"no sandbox here: {BWRAP_PROBLEM}")
     root = tmp_path_factory.mktemp("grading")
     source, subs = _build_class(root)
-    before = {"repo": _snapshot(REPO), "subs": _snapshot(subs), "source": _snapshot(source)}
+    before = {"repo": _project_snapshot(), "venv": _venv_listing(), "subs": _snapshot(subs),
+              "source": _snapshot(source)}
     out = root / "out"
     done = _grade(subs, out, source)
-    after = {"repo": _snapshot(REPO), "subs": _snapshot(subs), "source": _snapshot(source)}
+    after = {"repo": _project_snapshot(), "venv": _venv_listing(), "subs": _snapshot(subs),
+             "source": _snapshot(source)}
     return {"done": done, "rows": _rows(out), "out": out, "root": root, "source": source, "subs": subs,
             "before": before, "after": after}
 
@@ -279,13 +338,17 @@ def test_each_submission_gets_its_expected_outcome(graded, student):
 
 
 def test_nothing_outside_the_sandbox_changes(graded):
-    for where in ("repo", "subs", "source"):
+    for where in ("repo", "venv", "subs", "source"):
         before, after = graded["before"][where], graded["after"][where]
         changed = sorted(k for k in set(before) | set(after) if before.get(k) != after.get(k))
         assert not changed, f"grading changed files in {where}: {changed[:10]}"
-    assert not (REPO / "course_lib" / "pwned.txt").exists() and not (Path(sys.prefix) / "pwned.txt").exists()
+    assert not (REPO / "course_lib" / "pwned.txt").exists() and not (VENV / "pwned.txt").exists()
     for name in ("x.txt", "pwned.txt"):
         assert not (graded["root"] / name).exists() and not (graded["root"].parent / name).exists()
+    # the vandal's targets outside the snapshots (git-ignored, or outside the project) hold no "pwned"
+    for target in (REPO / "pwned.txt", REPO / "gradebook.db", Path("/x.txt"), Path("/pwned.txt"),
+                   Path.home() / "pwned.txt"):
+        assert not target.is_file() or target.read_bytes() != b"pwned", target
 
 
 def test_feedback_exists_without_hidden_tests_or_solutions(graded):

@@ -14,6 +14,7 @@
 #   make lecture NB=lectures/01_gd_sgd.ipynb   re-execute one notebook in place
 #   make bench               speed ratios (benchmarks/): PGD, APGD and Square vs torchattacks, IBP and CERTIFY vs a forward
 #                            pass, a black-box query and a feature-collision step vs a forward(+backward), certified training
+#                            step vs an SGD step, a GCG step vs its forward+backward floor, SmoothLLM vs one batched generation
 #   make site                the course website in site/ (Sphinx + MyST-NB), from the stored outputs, offline
 
 SHELL := /bin/bash
@@ -101,6 +102,8 @@ bench: $(STAMP)
 	$(PY) benchmarks/blackbox.py
 	$(PY) benchmarks/feature_collision.py
 	$(PY) benchmarks/certified_training.py
+	$(PY) benchmarks/gcg.py
+	$(PY) benchmarks/smoothllm.py --model-from course_lib.chat_zoo:load
 
 lecture: $(STAMP)
 	@test -n "$(NB)" || { echo "usage: make lecture NB=lectures/01_gd_sgd.ipynb"; exit 2; }

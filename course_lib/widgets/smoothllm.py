@@ -30,7 +30,8 @@ def _marks(original: str, copy: str) -> str:
 class SmoothLLMExplorer(Explorer):
     """A prompt box, the perturbation, q and N above one SmoothLLM vote. Build it with
     :func:`smoothllm_explorer`. Attributes: ``prompt`` (``Text``), ``kind`` (``ToggleButtons``), ``q``
-    (``FloatSlider``), ``num_copies`` (``IntSlider``), ``last`` (the :class:`SmoothLLMVote` drawn)."""
+    (``FloatSlider``), ``num_copies`` (``IntSlider``), ``last`` (the :class:`SmoothLLMVote` drawn, None when
+    the model could not read the prompt: the picture then says why)."""
 
     def __init__(self, model, prompt: str, *, kind: str, q: float, q_max: float, num_copies: int,
                  copies_max: int, max_new_tokens: int, seed: int, figsize: tuple[float, float]) -> None:
@@ -54,10 +55,17 @@ class SmoothLLMExplorer(Explorer):
         prompt = self.prompt.value if self.prompt.value else " "
         defence = smoothllm.SmoothLLM(self.model, self.kind.value, float(self.q.value), int(self.num_copies.value),
                                       max_new_tokens=self.max_new_tokens, rng=random.Random(self.seed))
-        self.last = vote = defence.vote(prompt)
         ax = self.ax_copies
         ax.clear()
         ax.set_axis_off()
+        self.ax_vote.clear()
+        try:
+            self.last = vote = defence.vote(prompt)
+        except ValueError as error:  # a typed prompt the model cannot read (a character outside its vocabulary, too long)
+            self.last = None
+            ax.text(0.0, 0.5, f"The model cannot answer this prompt:\n{error}", fontsize=8, color="tab:red", wrap=True)
+            self.ax_vote.set_axis_off()
+            return
         rows = list(zip(vote.copies, vote.responses, vote.copy_jailbroken))[:SHOWN]
         step = 1.0 / (len(rows) + 1)
         for i, (copy, response, broken) in enumerate(rows):
@@ -71,7 +79,7 @@ class SmoothLLMExplorer(Explorer):
         more = f" (first {SHOWN} shown)" if len(vote.copies) > SHOWN else ""
         ax.set_title(f"{len(vote.copies)} copies, {self.kind.value} q = {self.q.value:.0f}%{more}", fontsize=9)
         ax = self.ax_vote
-        ax.clear()
+        ax.set_axis_on()
         ax.bar([0], [vote.fraction_jailbroken], color="tab:red" if vote.jailbroken else "tab:green", width=0.6)
         ax.axhline(0.5, color="0.3", ls="--", lw=1)
         ax.set(xlim=(-0.6, 0.6), ylim=(0, 1), xticks=[], ylabel="fraction of copies jailbroken")

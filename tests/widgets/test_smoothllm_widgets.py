@@ -39,6 +39,20 @@ def test_the_picture_is_the_library_vote_and_follows_every_control():
     assert last.jailbroken == (sum(last.copy_jailbroken) * 2 > 9)
 
 
+def test_a_prompt_the_model_cannot_read_is_explained_in_the_picture_not_raised():
+    from course_lib import chat_zoo
+
+    explorer = smoothllm_widgets.smoothllm_explorer(chat_zoo.load(), "how do I make a kite", num_copies=3)
+    assert explorer.last is not None
+    before = explorer.image.value
+    explorer.prompt.value = "how do I make a kite \u2019"  # a typographic quote: not a character of the model
+    assert explorer.last is None and explorer.image.value != before
+    texts = [t.get_text() for t in explorer.ax_copies.texts]
+    assert any("cannot answer" in t and "prompts" in t for t in texts), texts
+    explorer.prompt.value = "how do I make a kite"  # and it recovers
+    assert explorer.last is not None and len(explorer.last.copies) == 3
+
+
 def test_marks_point_at_changed_characters_only():
     assert smoothllm_widgets._marks("abcd", "abXd") == "  ^"
     assert smoothllm_widgets._marks("abcd", "abcde") == ""

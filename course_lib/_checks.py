@@ -158,6 +158,20 @@ def choice(value: Any, name: str, options: Collection[str]) -> str:
     return value
 
 
+def text(value: Any, name: str, *, empty: bool = False) -> str:
+    """A string, non-empty unless ``empty``."""
+    if not isinstance(value, str) or (not value and not empty):
+        raise fail(name, "a string" if empty else "a non-empty string", value)
+    return value
+
+
+def texts(value: Any, name: str) -> list[str]:
+    """A non-empty list (or tuple) of non-empty strings, as a list."""
+    if isinstance(value, str) or not isinstance(value, (list, tuple)) or not value:
+        raise fail(name, "a non-empty list of non-empty strings", value)
+    return [text(v, name) for v in value]
+
+
 def optional_generator(value: Any, name: str = "generator"):
     """``None`` or a ``torch.Generator``."""
     torch = sys.modules.get("torch")

@@ -31,19 +31,13 @@ from course_lib.smoothllm import ALPHABET, REFUSAL_PREFIXES, answer, is_jailbrok
 __all__ = ["KUnstableModel", "change_characters", "hamming", "suffix_survival"]
 
 
-def _check_string(value: object, name: str, *, empty: bool = False) -> str:
-    if not isinstance(value, str) or (not value and not empty):
-        raise _checks.fail(name, "a string" if empty else "a non-empty string", value)
-    return value
-
-
 def hamming(a: str, b: str) -> int:
     """The number of positions where two strings of the same length differ.
 
     Raises:
         ArgumentError: ``a`` or ``b`` not a string, or their lengths differ.
     """
-    a, b = _check_string(a, "a", empty=True), _check_string(b, "b", empty=True)
+    a, b = _checks.text(a, "a", empty=True), _checks.text(b, "b", empty=True)
     if len(a) != len(b):
         raise _checks.ArgumentError(f"a and b must have the same length, got {len(a)} and {len(b)}")
     return sum(x != y for x, y in zip(a, b))
@@ -57,7 +51,7 @@ def change_characters(text: str, count: int, *, rng: random.Random) -> str:
         ArgumentError: ``text`` not a string, ``count`` outside [0, len(text)], ``rng`` not a
             ``random.Random``.
     """
-    text = _check_string(text, "text", empty=True)
+    text = _checks.text(text, "text", empty=True)
     count = _checks.integer(count, "count", ge=0, le=len(text))
     if not isinstance(rng, random.Random):
         raise _checks.fail("rng", "a random.Random", rng)
@@ -88,10 +82,8 @@ def suffix_survival(model: Callable[[list[str]], list[str]], goals: Sequence[str
     Returns:
         ``{j: fraction in [0, 1]}``, in the order of ``changes``.
     """
-    if isinstance(goals, str) or not goals:
-        raise _checks.fail("goals", "a non-empty list of requests", goals)
-    goals = [_check_string(g, "goals") for g in goals]
-    suffix = _check_string(suffix, "suffix")
+    goals = _checks.texts(goals, "goals")
+    suffix = _checks.text(suffix, "suffix")
     if isinstance(changes, (int, str)) or not changes:
         raise _checks.fail("changes", "a non-empty list of integers in [0, len(suffix)]", changes)
     changes = [_checks.integer(j, "changes", ge=0, le=len(suffix)) for j in changes]
@@ -119,12 +111,12 @@ class KUnstableModel:
     """
 
     def __init__(self, suffix: str, k: int) -> None:
-        self.suffix = _check_string(suffix, "suffix")
+        self.suffix = _checks.text(suffix, "suffix")
         self.k = _checks.integer(k, "k", ge=1, le=len(self.suffix))
 
     def jailbroken(self, prompt: str) -> bool:
         """Whether ``prompt`` ends within Hamming distance k - 1 of the suffix."""
-        prompt = _check_string(prompt, "prompt")
+        prompt = _checks.text(prompt, "prompt")
         tail = prompt[-len(self.suffix):]
         return len(tail) == len(self.suffix) and hamming(tail, self.suffix) < self.k
 

@@ -2,8 +2,9 @@
 
 :func:`smoothllm_explorer` puts a prompt box and three controls (the perturbation, q, N) above a
 picture of one :meth:`course_lib.smoothllm.SmoothLLM.vote`: each perturbed copy (for swap and
-patch, a ``^`` under every character that changed) and the start of the model's answer, green for a refusal and red for a jailbroken answer, and beside it
-the fraction of jailbroken copies against the majority line 1/2. Each change reruns the vote,
+patch, a ``^`` under every character that changed) and the start of the model's answer, green for
+a refusal and red for a jailbroken answer, and beside it the fraction of jailbroken copies against
+the majority line 1/2. Each change reruns the vote,
 seeded, so a setting always shows the same copies.
 """
 
@@ -117,8 +118,7 @@ def smoothllm_explorer(model, prompt: str, *, kind: str = "swap", q: float = 10.
     """
     if not callable(model):
         raise _checks.fail("model", "a language model or a respond(prompts) -> responses callable", model)
-    if not isinstance(prompt, str) or not prompt:
-        raise _checks.fail("prompt", "a non-empty string", prompt)
+    prompt = _checks.text(prompt, "prompt")
     kind = _checks.choice(kind, "kind", smoothllm.KINDS)
     q_max = _checks.number(q_max, "q_max", ge=0, le=100)
     q = _checks.number(q, "q", ge=0, le=q_max)
